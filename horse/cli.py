@@ -1,0 +1,44 @@
+"""The ``horse`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+COMMANDS = {
+    "model-info": ("horse.model.info", "parameter count, breakdown and state_dict keys of a preset"),
+    "bench": (None, "benchmarks: 'horse bench model ...'"),
+}
+BENCHES = {"model": "horse.bench.model"}
+
+
+def _run(module: str, argv: list[str]) -> int:
+    import importlib
+    return importlib.import_module(module).main(argv) or 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: horse <command> [options]\n\ncommands:")
+        for name, (_, text) in COMMANDS.items():
+            print(f"  {name:<14}{text}")
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "bench":
+        if not rest or rest[0] not in BENCHES:
+            print(f"usage: horse bench {{{','.join(BENCHES)}}} [options]", file=sys.stderr)
+            return 2
+        return _run(BENCHES[rest[0]], rest[1:])
+    if cmd not in COMMANDS:
+        print(f"horse: unknown command {cmd!r}; run 'horse --help' for the list", file=sys.stderr)
+        return 2
+    try:
+        return _run(COMMANDS[cmd][0], rest)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"horse {cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Rectified-flow maths shared by training and sampling.
+
+Convention (spec §5.1): sigma = 1 is pure noise, sigma = 0 is clean data.
+
+    x_sigma = (1 - sigma) * x0 + sigma * eps        (the noisy state)
+    v       = eps - x0                               (velocity, d x_sigma / d sigma; the network target)
+    x0_hat  = x_sigma - sigma * v_hat
+    eps_hat = x_sigma + (1 - sigma) * v_hat
+
+``sigma`` may be a Python float, a 0-d tensor, a per-sample tensor ``[B]`` (broadcast over the
+remaining dimensions of ``x``) or any tensor that broadcasts against ``x``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+SigmaLike = float | Tensor
+
+
+def broadcast_sigma(sigma: SigmaLike, like: Tensor) -> SigmaLike:
+    """Reshape a per-sample sigma ``[B]`` to ``[B, 1, ..., 1]`` so it broadcasts against ``like``."""
+    if not isinstance(sigma, Tensor) or sigma.ndim == 0:
+        return sigma
+    if sigma.ndim == 1 and like.ndim > 1:
+        if sigma.shape[0] != like.shape[0]:
+            raise ValueError(
+                f"per-sample sigma has {sigma.shape[0]} entries but the tensor has batch size {like.shape[0]}; "
+                "pass one sigma per sample (or a tensor that broadcasts against the data)"
+            )
+        return sigma.to(like.device).view(-1, *([1] * (like.ndim - 1)))
+    try:
+        torch.broadcast_shapes(sigma.shape, like.shape)
+    except RuntimeError as err:
+        raise ValueError(f"sigma of shape {tuple(sigma.shape)} does not broadcast to {tuple(like.shape)}") from err
+    return sigma.to(like.device)
+
+
+def add_noise(x0: Tensor, eps: Tensor, sigma: SigmaLike) -> Tensor:
+    """The point on the straight path between data and noise: ``(1 - sigma) * x0 + sigma * eps``."""
+    s = broadcast_sigma(sigma, x0)
+    return (1 - s) * x0 + s * eps
+
+
+def velocity_target(x0: Tensor, eps: Tensor) -> Tensor:
+    """The regression target of the network: ``eps - x0``."""
+    return eps - x0
+
+
+def x0_from_velocity(x: Tensor, sigma: SigmaLike, v: Tensor) -> Tensor:
+    """Clean-data estimate from a velocity prediction: ``x - sigma * v``."""
+    return x - broadcast_sigma(sigma, x) * v
+
+
+def eps_from_velocity(x: Tensor, sigma: SigmaLike, v: Tensor) -> Tensor:
+    """Noise estimate from a velocity prediction: ``x + (1 - sigma) * v``."""
+    return x + (1 - broadcast_sigma(sigma, x)) * v
+
+
+def velocity_from_x0(x: Tensor, sigma: SigmaLike, x0: Tensor) -> Tensor:
+    """The velocity implied by a clean-data estimate at noise level sigma > 0: ``(x - x0) / sigma``."""
+    return (x - x0) / broadcast_sigma(sigma, x)

@@ -1,0 +1,178 @@
+"""Training-side noising for the flow-matching objective (spec §9): noise levels, clean-token masks,
+the noisy inputs and targets, and caption dropout. The loss itself lives in ``horse.diffusion.loss``.
+
+Layouts: video latents ``[B, C, T, h, w]`` (channels at dim 1), audio latents ``[B, Na, Ca]`` (channels
+last). A "token" here is one latent position: a video ``(t, y, x)`` site or an audio frame. A clean mask
+is a bool tensor over the token dims (video ``[B, T, h, w]``, audio ``[B, Na]``) or anything that
+broadcasts to it (e.g. ``[B, T, 1, 1]`` for whole frames); True marks a clean conditioning token (TI2V
+frame 0, reference audio) that is neither noised nor supervised.
+
+Randomness comes only from the explicit ``generator``. ``prepare_flow_inputs`` draws, in order: the
+video levels, the audio levels (unless shared), the video noise, the audio noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .flow import add_noise, velocity_target
+from .samplers import randn
+from .schedules import DEFAULT_SHIFT, shift_sigma
+
+VIDEO_CHANNEL_DIM = 1
+AUDIO_CHANNEL_DIM = 2
+
+
+@dataclass
+class NoiseConfig:
+    """How training noise levels are drawn.
+
+    distribution: "shifted_uniform" draws u ~ U(0, 1); "logit_normal" draws u = sigmoid(N(logit_mean, logit_std)).
+        In both cases sigma = shift * u / (1 + (shift - 1) * u), so shift=1 gives the plain law.
+    shift: default 5, the inference shift, so "shifted_uniform" matches the sampling grid's density.
+    shared_across_modalities: False (default) draws video and audio levels independently per sample
+        (mixed levels are in-distribution for this model, spec §9.2); True gives both the same level.
+    """
+
+    distribution: Literal["shifted_uniform", "logit_normal"] = "shifted_uniform"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    shift: float = DEFAULT_SHIFT
+    shared_across_modalities: bool = False
+
+    def __post_init__(self):
+        if self.distribution not in ("shifted_uniform", "logit_normal"):
+            raise ValueError(f"distribution must be 'shifted_uniform' or 'logit_normal', got {self.distribution!r}")
+        if self.logit_std <= 0 or self.shift <= 0:
+            raise ValueError(f"logit_std and shift must be positive, got {self.logit_std} and {self.shift}")
+
+
+def sample_sigmas(config: NoiseConfig, batch_size: int, generator: torch.Generator, device=None) -> Tensor:
+    """One noise level per sample, float32 ``[B]`` in [0, 1]."""
+    if config.distribution == "shifted_uniform":
+        u = torch.rand(batch_size, generator=generator, device=generator.device)
+    else:
+        z = torch.randn(batch_size, generator=generator, device=generator.device)
+        u = torch.sigmoid(config.logit_mean + config.logit_std * z)
+    sigma = shift_sigma(u, config.shift)
+    return sigma if device is None else sigma.to(device)
+
+
+def sample_modality_sigmas(
+    config: NoiseConfig, batch_size: int, generator: torch.Generator, device=None
+) -> tuple[Tensor, Tensor]:
+    """(video levels ``[B]``, audio levels ``[B]``): video drawn first; audio drawn next unless shared."""
+    video = sample_sigmas(config, batch_size, generator, device)
+    audio = video.clone() if config.shared_across_modalities else sample_sigmas(config, batch_size, generator, device)
+    return video, audio
+
+
+def expand_token_mask(mask: Tensor | None, x: Tensor, channel_dim: int) -> Tensor | None:
+    """Validate a clean mask over the token dims of ``x`` and insert a size-1 channel dim so it broadcasts."""
+    if mask is None:
+        return None
+    token_shape = x.shape[:channel_dim] + x.shape[channel_dim + 1 :]
+    if mask.dtype != torch.bool:
+        raise ValueError(f"clean masks must be bool (True = clean token), got {mask.dtype}")
+    try:
+        if mask.ndim != len(token_shape) or torch.broadcast_shapes(mask.shape, token_shape) != token_shape:
+            raise RuntimeError
+    except RuntimeError as err:
+        raise ValueError(
+            f"clean mask of shape {tuple(mask.shape)} does not broadcast to the token shape {tuple(token_shape)} "
+            f"of a tensor {tuple(x.shape)} (channels at dim {channel_dim})"
+        ) from err
+    return mask.to(x.device).unsqueeze(channel_dim)
+
+
+def leading_frames_mask(is_conditioned: Tensor, num_latent_frames: int, num_clean_frames: int = 1) -> Tensor:
+    """Video clean mask ``[B, T, 1, 1]``: the first ``num_clean_frames`` frames of conditioned samples (TI2V)."""
+    if is_conditioned.ndim != 1 or not 0 <= num_clean_frames <= num_latent_frames:
+        raise ValueError("is_conditioned must be a bool vector [B] and 0 <= num_clean_frames <= num_latent_frames")
+    frames = torch.arange(num_latent_frames, device=is_conditioned.device) < num_clean_frames
+    return (is_conditioned.bool()[:, None] & frames[None, :])[:, :, None, None]
+
+
+def noise_latents(
+    x0: Tensor, sigma: Tensor | float, eps: Tensor, clean_mask: Tensor | None = None, channel_dim: int = 1
+) -> Tensor:
+    """``(1 - sigma) * x0 + sigma * eps`` except on clean tokens, which keep ``x0``."""
+    noisy = add_noise(x0, eps, sigma)
+    mask = expand_token_mask(clean_mask, x0, channel_dim)
+    return noisy if mask is None else torch.where(mask, x0, noisy)
+
+
+@dataclass
+class FlowTrainingInputs:
+    """Noisy model inputs, velocity targets ``eps - x0``, per-sample levels ``[B]`` and clean masks."""
+
+    video: Tensor
+    audio: Tensor
+    video_target: Tensor
+    audio_target: Tensor
+    sigma_video: Tensor
+    sigma_audio: Tensor
+    video_clean: Tensor | None = None
+    audio_clean: Tensor | None = None
+
+
+def prepare_flow_inputs(
+    video0: Tensor,
+    audio0: Tensor,
+    config: NoiseConfig,
+    generator: torch.Generator,
+    *,
+    video_clean: Tensor | None = None,
+    audio_clean: Tensor | None = None,
+) -> FlowTrainingInputs:
+    """Draw levels and noise for clean latents ``video0 [B, C, T, h, w]`` and ``audio0 [B, Na, Ca]``."""
+    if video0.ndim != 5 or audio0.ndim != 3 or video0.shape[0] != audio0.shape[0]:
+        raise ValueError(
+            f"expected video [B, C, T, h, w] and audio [B, Na, Ca] with the same B, got "
+            f"{tuple(video0.shape)} and {tuple(audio0.shape)}"
+        )
+    sigma_video, sigma_audio = sample_modality_sigmas(config, video0.shape[0], generator, video0.device)
+    eps_video = randn(video0.shape, generator, video0.device, video0.dtype)
+    eps_audio = randn(audio0.shape, generator, audio0.device, audio0.dtype)
+    return FlowTrainingInputs(
+        video=noise_latents(video0, sigma_video.to(video0.dtype), eps_video, video_clean, VIDEO_CHANNEL_DIM),
+        audio=noise_latents(audio0, sigma_audio.to(audio0.dtype), eps_audio, audio_clean, AUDIO_CHANNEL_DIM),
+        video_target=velocity_target(video0, eps_video),
+        audio_target=velocity_target(audio0, eps_audio),
+        sigma_video=sigma_video,
+        sigma_audio=sigma_audio,
+        video_clean=video_clean,
+        audio_clean=audio_clean,
+    )
+
+
+def drop_captions(
+    text: Tensor | list[Tensor], null_text: Tensor, prob: float, generator: torch.Generator
+) -> tuple[Tensor | list[Tensor], Tensor]:
+    """Replace each sample's text features by ``null_text`` with probability ``prob`` (CFG training).
+
+    ``text`` is a batch ``[B, L, D]`` (then ``null_text`` must broadcast to ``[L, D]``) or a list of
+    per-sample ``[L_i, D]`` tensors (then ``null_text [L0, D]`` may have its own length, as the release's
+    negative prompt does). Returns the new features and the bool mask ``[B]`` of dropped samples.
+    """
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"caption dropout probability must be in [0, 1], got {prob}")
+    batch = len(text) if isinstance(text, list) else text.shape[0]
+    dropped = torch.rand(batch, generator=generator, device=generator.device) < prob
+    if isinstance(text, list):
+        return [null_text.to(t.device, t.dtype) if d else t for t, d in zip(text, dropped.tolist())], dropped
+    if text.ndim != 3:
+        raise ValueError(f"batched text features must be [B, L, D], got {tuple(text.shape)}")
+    try:
+        null = null_text.to(text.device, text.dtype).expand(text.shape[1:])
+    except RuntimeError as err:
+        raise ValueError(
+            f"null_text {tuple(null_text.shape)} must broadcast to the per-sample shape {tuple(text.shape[1:])}; "
+            "pass a list of per-sample tensors when the lengths differ"
+        ) from err
+    keep = dropped.to(text.device)[:, None, None]
+    return torch.where(keep, null.unsqueeze(0), text), dropped

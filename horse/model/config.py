@@ -1,0 +1,165 @@
+"""DiT configuration and the named presets.
+
+Field names follow the official `ModelConfig` so that an official config dict
+(or a parity fixture's ``config``) builds a model directly: ``DiTConfig.from_dict``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+VIDEO, AUDIO, TEXT = 0, 1, 2
+MODALITIES = ("video", "audio", "text")
+
+ACTIVATIONS = ("swiglu7", "gelu7")
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    num_layers: int = 40
+    hidden_size: int = 5120
+    head_dim: int = 128
+    num_query_groups: int = 8
+    mm_layers: tuple[int, ...] = (0, 1, 2, 3, 36, 37, 38, 39)
+    gelu7_layers: tuple[int, ...] = (0, 1, 2, 3)
+    post_norm_layers: tuple[int, ...] = ()
+    local_attn_layers: tuple[int, ...] = ()
+    video_in_channels: int = 192
+    audio_in_channels: int = 64
+    text_in_channels: int = 3584
+    enable_attn_gating: bool = True
+    norm_eps: float = 1e-6
+    rope_temperature: float = 10000.0
+    # The release's MLP width multiplier: gelu7 uses mlp_ratio*D, swiglu7 uses 2/3 of that rounded down to 4.
+    mlp_ratio: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("mm_layers", "gelu7_layers", "post_norm_layers", "local_attn_layers"):
+            value = tuple(sorted(int(i) for i in getattr(self, name)))
+            object.__setattr__(self, name, value)
+            bad = [i for i in value if not 0 <= i < self.num_layers]
+            if bad:
+                raise ValueError(f"{name} lists layers {bad} outside 0..{self.num_layers - 1}")
+        if self.hidden_size % self.head_dim:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of head_dim {self.head_dim}")
+        if self.head_dim % 8:
+            raise ValueError(f"head_dim {self.head_dim} must be a multiple of 8 (RoPE uses head_dim/8 bands per axis)")
+        if self.num_heads_q % self.num_query_groups:
+            raise ValueError(
+                f"{self.num_heads_q} query heads cannot be split into num_query_groups={self.num_query_groups}"
+            )
+
+    # ---- derived sizes -------------------------------------------------
+    @property
+    def num_heads_q(self) -> int:
+        return self.hidden_size // self.head_dim
+
+    @property
+    def num_heads_kv(self) -> int:
+        return self.num_query_groups
+
+    @property
+    def rope_bands(self) -> int:
+        return self.head_dim // 8
+
+    @property
+    def qkv_width(self) -> int:
+        gates = self.num_heads_q if self.enable_attn_gating else 0
+        return (self.num_heads_q + 2 * self.num_heads_kv) * self.head_dim + gates
+
+    @property
+    def gelu7_intermediate(self) -> int:
+        return self.mlp_ratio * self.hidden_size
+
+    @property
+    def swiglu7_intermediate(self) -> int:
+        return (self.hidden_size * self.mlp_ratio * 2 // 3) // 4 * 4
+
+    @property
+    def max_in_channels(self) -> int:
+        return max(self.video_in_channels, self.audio_in_channels, self.text_in_channels)
+
+    @property
+    def out_channels(self) -> int:
+        return max(self.video_in_channels, self.audio_in_channels)
+
+    def num_experts(self, layer: int) -> int:
+        return 3 if layer in self.mm_layers else 1
+
+    def activation(self, layer: int) -> str:
+        return "gelu7" if layer in self.gelu7_layers else "swiglu7"
+
+    # ---- (de)serialisation ---------------------------------------------
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DiTConfig":
+        """Build from horse's own dict or the official ``ModelConfig`` field names.
+
+        Official-only fields that do not change the architecture (``params_dtype``,
+        ``checkpoint_qk_layernorm_rope``, ``tread_config``, ``num_heads_q``...) are accepted
+        and ignored; anything else unknown is an error so a typo is never silently dropped.
+        """
+        ignored = {"params_dtype", "checkpoint_qk_layernorm_rope", "tread_config", "num_heads_q", "num_heads_kv",
+                   "layernorm_epsilon"}
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in d.items():
+            if key in known:
+                kwargs[key] = tuple(value) if isinstance(value, list) else value
+            elif key == "layernorm_epsilon":
+                kwargs["norm_eps"] = value
+            elif key not in ignored:
+                raise ValueError(f"unknown DiT config field {key!r}; known fields: {sorted(known)}")
+        if "num_heads_q" in d and d["num_heads_q"] != d.get("hidden_size", cls.hidden_size) // d.get(
+                "head_dim", cls.head_dim):
+            raise ValueError("num_heads_q must equal hidden_size // head_dim")
+        return cls(**kwargs)
+
+    def replace(self, **changes) -> "DiTConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# The released config, the 1080p SR variant (local attention everywhere except every 4th layer),
+# a benchmark size and the CPU demo size. Keep README's preset table in sync (a test checks).
+_SR1080_FULL_LAYERS = (3, 7, 11, 15, 19, 23, 27, 31)
+
+PRESETS: dict[str, DiTConfig] = {
+    "magihuman-15b": DiTConfig(),
+    "magihuman-15b-sr1080": DiTConfig(
+        local_attn_layers=tuple(i for i in range(40) if i not in _SR1080_FULL_LAYERS)),
+    "small": DiTConfig(
+        num_layers=12, hidden_size=768, head_dim=64, num_query_groups=3,
+        mm_layers=(0, 1, 10, 11), gelu7_layers=(0, 1), text_in_channels=256),
+    # The CPU demo: widths of the demo codecs (48-channel pixel latents x 2x2 patch, 64-channel
+    # audio, 128-wide frozen text features); sized so the default training run learns in minutes.
+    "demo": DiTConfig(
+        num_layers=8, hidden_size=256, head_dim=32, num_query_groups=2,
+        mm_layers=(0, 1, 6, 7), gelu7_layers=(0, 1), text_in_channels=128),
+}
+
+PRESET_DESCRIPTIONS = {
+    "magihuman-15b": "the released daVinci-MagiHuman DiT (base, distill, 540p SR)",
+    "magihuman-15b-sr1080": "the 1080p SR DiT: local attention in all but layers 3,7,...,31",
+    "small": "benchmark size (hidden 768, 12 layers)",
+    "demo": "CPU demo on shapes-AV with the demo codecs",
+}
+
+
+def get_config(name_or_dict: str | dict | DiTConfig, **overrides) -> DiTConfig:
+    """A preset name, a config dict (horse or official field names) or a config."""
+    if isinstance(name_or_dict, DiTConfig):
+        cfg = name_or_dict
+    elif isinstance(name_or_dict, dict):
+        cfg = DiTConfig.from_dict(name_or_dict)
+    elif name_or_dict in PRESETS:
+        cfg = PRESETS[name_or_dict]
+    else:
+        raise ValueError(f"unknown model preset {name_or_dict!r}; choose one of {sorted(PRESETS)}")
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+__all__ = ["DiTConfig", "PRESETS", "PRESET_DESCRIPTIONS", "get_config", "VIDEO", "AUDIO", "TEXT", "MODALITIES"]

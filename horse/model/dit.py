@@ -1,0 +1,236 @@
+"""The daVinci-MagiHuman single-stream DiT (spec sections 2-3).
+
+Module names and parameter shapes are those of the official checkpoints, key
+for key. Tokens stay in pack order throughout; per-modality experts run on the
+modality-sorted rows (see ``ModalityGroups``). There is no timestep input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .attention import LocalAttentionPlan, frame_window_ranges, packed_attention
+from .config import AUDIO, TEXT, VIDEO, DiTConfig, get_config
+from .layers import ACTIVATION_FNS, ExpertLinear, ModalityGroups, MultiModalityRMSNorm
+from .precision import PrecisionPolicy, get_policy
+from .rope import ElementWiseFourierEmbed, apply_rope
+
+
+@dataclass
+class ForwardContext:
+    """Everything a layer needs besides the hidden states, built once per forward."""
+
+    groups: ModalityGroups
+    rope: torch.Tensor
+    seqlens: list[int]
+    local: LocalAttentionPlan | None
+    policy: PrecisionPolicy
+    attention_backend: str = "sdpa"
+
+
+@dataclass
+class DiTOutput:
+    out: torch.Tensor
+    adapter: torch.Tensor | None = None
+    rope: torch.Tensor | None = None
+    hidden_states: list[torch.Tensor] = field(default_factory=list)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: DiTConfig, layer: int):
+        super().__init__()
+        m = cfg.num_experts(layer)
+        self.cfg, self.is_local = cfg, layer in cfg.local_attn_layers
+        self.pre_norm = MultiModalityRMSNorm(cfg.hidden_size, m, cfg.norm_eps)
+        self.linear_qkv = ExpertLinear(cfg.hidden_size, cfg.qkv_width, m)
+        self.linear_proj = ExpertLinear(cfg.num_heads_q * cfg.head_dim, cfg.hidden_size, m)
+        self.q_norm = MultiModalityRMSNorm(cfg.head_dim, m, cfg.norm_eps)
+        self.k_norm = MultiModalityRMSNorm(cfg.head_dim, m, cfg.norm_eps)
+
+    def _qkv(self, j: int, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        c = self.cfg
+        qkv = self.linear_qkv(self.pre_norm(x, j), j, dtype).float()
+        nq, nk = c.num_heads_q * c.head_dim, c.num_heads_kv * c.head_dim
+        q = self.q_norm(qkv[:, :nq].unflatten(1, (c.num_heads_q, c.head_dim)), j)
+        k = self.k_norm(qkv[:, nq:nq + nk].unflatten(1, (c.num_heads_kv, c.head_dim)), j)
+        return torch.cat([q.flatten(1), k.flatten(1), qkv[:, nq + nk:]], 1)
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext, post_norm: MultiModalityRMSNorm | None):
+        c, dtype = self.cfg, ctx.policy.matmul_dtype
+        qkv = ctx.groups.apply(x, lambda j, rows: self._qkv(j, rows, dtype))
+        nq, nk = c.num_heads_q * c.head_dim, c.num_heads_kv * c.head_dim
+        q = apply_rope(qkv[:, :nq].unflatten(1, (c.num_heads_q, c.head_dim)), ctx.rope)
+        k = apply_rope(qkv[:, nq:nq + nk].unflatten(1, (c.num_heads_kv, c.head_dim)), ctx.rope)
+        v = qkv[:, nq + nk:nq + 2 * nk].unflatten(1, (c.num_heads_kv, c.head_dim))
+        # On CPU the fp32 kernel of bf16-rounded q/k/v reproduces FlashAttention's accumulation.
+        compute = torch.float32 if q.device.type == "cpu" else ctx.policy.attention_dtype
+        o = packed_attention(q, k, v, ctx.seqlens, local=ctx.local if self.is_local else None,
+                             compute_dtype=compute, out_dtype=ctx.policy.attention_dtype,
+                             backend=ctx.attention_backend,
+                             lse_merge=q.device.type == "cpu" and ctx.policy.name == "mixed")
+        if c.enable_attn_gating:
+            o = o.float() * torch.sigmoid(qkv[:, nq + 2 * nk:]).unsqueeze(-1)
+        o = o.flatten(1).to(dtype)
+
+        def project(j, rows):
+            y = self.linear_proj(rows, j, dtype)
+            return post_norm(y, j) if post_norm is not None else y
+        return ctx.groups.apply(o, project)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: DiTConfig, layer: int):
+        super().__init__()
+        m, act = cfg.num_experts(layer), cfg.activation(layer)
+        inner = cfg.gelu7_intermediate if act == "gelu7" else cfg.swiglu7_intermediate
+        up = inner if act == "gelu7" else 2 * inner
+        self.activation = act
+        self.pre_norm = MultiModalityRMSNorm(cfg.hidden_size, m, cfg.norm_eps)
+        self.up_gate_proj = ExpertLinear(cfg.hidden_size, up, m)
+        self.down_proj = ExpertLinear(inner, cfg.hidden_size, m)
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext, post_norm: MultiModalityRMSNorm | None):
+        dtype, act = ctx.policy.matmul_dtype, ACTIVATION_FNS[self.activation]
+
+        def mlp(j, rows):
+            u = self.up_gate_proj(self.pre_norm(rows, j), j, dtype).float()
+            y = self.down_proj(act(u), j, dtype).float()
+            return post_norm(y, j) if post_norm is not None else y
+        return ctx.groups.apply(x, mlp)
+
+
+class TransformerLayer(nn.Module):
+    def __init__(self, cfg: DiTConfig, layer: int):
+        super().__init__()
+        self.layer_number = layer
+        self.attention = Attention(cfg, layer)
+        self.mlp = MLP(cfg, layer)
+        if layer in cfg.post_norm_layers:
+            m = cfg.num_experts(layer)
+            self.attn_post_norm = MultiModalityRMSNorm(cfg.hidden_size, m, cfg.norm_eps)
+            self.mlp_post_norm = MultiModalityRMSNorm(cfg.hidden_size, m, cfg.norm_eps)
+        else:
+            self.attn_post_norm = self.mlp_post_norm = None
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        x = x + self.attention(x, ctx, self.attn_post_norm)
+        return x + self.mlp(x, ctx, self.mlp_post_norm)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(TransformerLayer(cfg, i) for i in range(cfg.num_layers))
+
+
+class Adapter(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.video_embedder = nn.Linear(cfg.video_in_channels, cfg.hidden_size)
+        self.audio_embedder = nn.Linear(cfg.audio_in_channels, cfg.hidden_size)
+        self.text_embedder = nn.Linear(cfg.text_in_channels, cfg.hidden_size)
+        self.rope = ElementWiseFourierEmbed(cfg.head_dim, cfg.rope_temperature)
+        self.embedders = (self.video_embedder, self.audio_embedder, self.text_embedder)
+
+    def forward(self, x: torch.Tensor, groups: ModalityGroups) -> torch.Tensor:
+        x = x.float()
+        return groups.apply(x, lambda j, rows: self.embedders[j](rows[:, :self.embedders[j].in_features]))
+
+
+class DiTModel(nn.Module):
+    """``forward(x [N, C], coords [N, 9], modality [N])`` -> velocity ``[N, out_channels]``.
+
+    Video rows carry ``video_in_channels`` values in the channel-minor patch order,
+    audio rows ``audio_in_channels`` values then zeros, text rows zeros.
+    """
+
+    def __init__(self, config: DiTConfig | str | dict = "demo", precision: str | PrecisionPolicy = "fp32",
+                 attention_backend: str = "sdpa"):
+        super().__init__()
+        self.config = cfg = get_config(config)
+        self.precision = get_policy(precision)
+        self.attention_backend = attention_backend
+        self.adapter = Adapter(cfg)
+        self.block = TransformerBlock(cfg)
+        self.final_norm_video = MultiModalityRMSNorm(cfg.hidden_size, 1, cfg.norm_eps)
+        self.final_norm_audio = MultiModalityRMSNorm(cfg.hidden_size, 1, cfg.norm_eps)
+        self.final_linear_video = nn.Linear(cfg.hidden_size, cfg.video_in_channels, bias=False)
+        self.final_linear_audio = nn.Linear(cfg.hidden_size, cfg.audio_in_channels, bias=False)
+
+    def set_precision(self, precision: str | PrecisionPolicy) -> None:
+        self.precision = get_policy(precision)
+
+    # ---- inputs -> context -------------------------------------------
+    def _seqlens(self, n: int, cu_seqlens) -> list[int]:
+        if cu_seqlens is None:
+            return [n]
+        cu = torch.as_tensor(cu_seqlens).tolist()
+        if cu[0] != 0 or cu[-1] != n or any(b <= a for a, b in zip(cu[:-1], cu[1:])):
+            raise ValueError(f"cu_seqlens must rise strictly from 0 to the token count {n}, got {cu}")
+        return [b - a for a, b in zip(cu[:-1], cu[1:])]
+
+    def _local_plan(self, coords, modality, seqlens, local_ranges, local_window):
+        if not self.config.local_attn_layers:
+            return None
+        if local_ranges is not None:
+            q, k = local_ranges
+            return LocalAttentionPlan.from_ranges(q, k, modality.numel(), modality.device)
+        if local_window is None:
+            raise ValueError(f"layers {list(self.config.local_attn_layers)} use local attention: pass "
+                             "local_ranges=(q_ranges, k_ranges) or local_window=<frames each side>")
+        q_all, k_all, offset = [], [], 0
+        for length in seqlens:
+            mod = modality[offset:offset + length]
+            nv = int((mod == VIDEO).sum())
+            frames = int(coords[offset, 3]) if nv else 1
+            q, k = frame_window_ranges(nv, frames, length, local_window, offset) if nv else ([], [])
+            if not nv:
+                q, k = [(offset, offset + length)], [(offset, offset + length)]
+            q_all += q
+            k_all += k
+            offset += length
+        return LocalAttentionPlan.from_ranges(q_all, k_all, modality.numel(), modality.device)
+
+    # ---- forward -------------------------------------------------------
+    def forward(self, x: torch.Tensor, coords: torch.Tensor, modality: torch.Tensor, *, cu_seqlens=None,
+                local_ranges=None, local_window: int | None = None, return_intermediates: bool = False):
+        cfg = self.config
+        if x.dim() != 2 or x.shape[0] != coords.shape[0] or x.shape[0] != modality.shape[0]:
+            raise ValueError(f"x [N, C], coords [N, 9] and modality [N] must agree on N; got {tuple(x.shape)}, "
+                             f"{tuple(coords.shape)}, {tuple(modality.shape)}")
+        widest = max(cfg.video_in_channels, cfg.audio_in_channels, cfg.text_in_channels)
+        if x.shape[1] < widest:
+            # Narrower inputs only work if the missing columns belong to no present modality.
+            present = set(torch.unique(modality).tolist())
+            need = max(e.in_features for j, e in enumerate(self.adapter.embedders) if j in present)
+            if x.shape[1] < need:
+                raise ValueError(f"x has {x.shape[1]} columns but its tokens need {need}")
+        groups = ModalityGroups(modality)
+        seqlens = self._seqlens(x.shape[0], cu_seqlens)
+        rope = self.adapter.rope(coords)
+        ctx = ForwardContext(groups, rope, seqlens, self._local_plan(coords, modality, seqlens, local_ranges,
+                                                                      local_window),
+                             self.precision, self.attention_backend)
+        h = self.adapter(x, groups)
+        result = DiTOutput(out=h, adapter=h if return_intermediates else None,
+                           rope=rope if return_intermediates else None)
+        for layer in self.block.layers:
+            h = layer(h, ctx)
+            if return_intermediates:
+                result.hidden_states.append(h)
+        result.out = groups.apply(h, self._head)
+        return result if return_intermediates else result.out
+
+    def _head(self, j: int, rows: torch.Tensor) -> torch.Tensor:
+        width = self.config.out_channels
+        if j == VIDEO:
+            y = self.final_linear_video(self.final_norm_video(rows.float()))
+        elif j == AUDIO:
+            y = self.final_linear_audio(self.final_norm_audio(rows.float()))
+        else:
+            assert j == TEXT
+            return rows.new_zeros(rows.shape[0], width, dtype=torch.float32)
+        return y if y.shape[1] == width else torch.nn.functional.pad(y, (0, width - y.shape[1]))

@@ -1,0 +1,150 @@
+import math
+
+import pytest
+import torch
+
+from horse.diffusion.loss import (
+    LossConfig,
+    combine_loss_terms,
+    count_loss_tokens,
+    flow_loss_terms,
+    flow_matching_loss,
+)
+from horse.diffusion.objective import (
+    NoiseConfig,
+    drop_captions,
+    leading_frames_mask,
+    prepare_flow_inputs,
+    sample_modality_sigmas,
+    sample_sigmas,
+)
+
+N = 20000
+
+
+def test_shifted_uniform_statistics():
+    g = torch.Generator().manual_seed(0)
+    plain = sample_sigmas(NoiseConfig(shift=1.0), N, g)
+    assert abs(plain.mean().item() - 0.5) < 0.01 and abs(plain.var().item() - 1 / 12) < 0.005
+    shifted = sample_sigmas(NoiseConfig(), N, g)
+    # E[5u / (1 + 4u)] for u ~ U(0, 1) = 5/4 * (1 - ln(5) / 4); median = 5 * 0.5 / 3
+    assert abs(shifted.mean().item() - 1.25 * (1 - math.log(5) / 4)) < 0.01
+    assert abs(shifted.median().item() - 2.5 / 3) < 0.01
+    assert shifted.min() >= 0 and shifted.max() <= 1
+
+
+def test_logit_normal_statistics():
+    g = torch.Generator().manual_seed(1)
+    cfg = NoiseConfig(distribution="logit_normal", logit_mean=0.5, logit_std=0.8, shift=1.0)
+    logits = torch.logit(sample_sigmas(cfg, N, g).double())
+    assert abs(logits.mean().item() - 0.5) < 0.03 and abs(logits.std().item() - 0.8) < 0.03
+    with pytest.raises(ValueError):
+        NoiseConfig(distribution="beta")
+
+
+def test_shared_versus_independent_levels():
+    v, a = sample_modality_sigmas(NoiseConfig(shared_across_modalities=True), 8, torch.Generator().manual_seed(2))
+    assert torch.equal(v, a)
+    v, a = sample_modality_sigmas(NoiseConfig(), 8, torch.Generator().manual_seed(2))
+    assert not torch.equal(v, a)
+
+
+def test_prepare_inputs_draw_order_and_clean_tokens():
+    g = torch.Generator().manual_seed(3)
+    video0, audio0 = torch.randn(2, 3, 4, 2, 2, generator=g), torch.randn(2, 6, 5, generator=g)
+    video_clean = leading_frames_mask(torch.tensor([True, False]), 4)
+    audio_clean = torch.zeros(2, 6, dtype=torch.bool)
+    audio_clean[1] = True  # sample 1 has clean reference audio
+    cfg = NoiseConfig()
+    inputs = prepare_flow_inputs(
+        video0, audio0, cfg, torch.Generator().manual_seed(4), video_clean=video_clean, audio_clean=audio_clean
+    )
+    ref = torch.Generator().manual_seed(4)
+    sv, sa = sample_sigmas(cfg, 2, ref), sample_sigmas(cfg, 2, ref)
+    ev, ea = torch.randn(video0.shape, generator=ref), torch.randn(audio0.shape, generator=ref)
+    assert torch.equal(inputs.sigma_video, sv) and torch.equal(inputs.sigma_audio, sa)
+    assert torch.allclose(inputs.video_target, ev - video0) and torch.allclose(inputs.audio_target, ea - audio0)
+    expected_v = (1 - sv.view(2, 1, 1, 1, 1)) * video0 + sv.view(2, 1, 1, 1, 1) * ev
+    assert torch.equal(inputs.video[0, :, :1], video0[0, :, :1])  # clean TI2V frame
+    assert torch.allclose(inputs.video[0, :, 1:], expected_v[0, :, 1:])
+    assert torch.allclose(inputs.video[1], expected_v[1])
+    assert torch.equal(inputs.audio[1], audio0[1])
+    assert torch.allclose(inputs.audio[0], (1 - sa[0]) * audio0[0] + sa[0] * ea[0])
+    with pytest.raises(ValueError):
+        prepare_flow_inputs(video0, audio0, cfg, g, video_clean=torch.zeros(2, 3, dtype=torch.bool))
+
+
+def test_masked_tokens_get_no_loss_or_gradient():
+    g = torch.Generator().manual_seed(5)
+    video0, audio0 = torch.randn(2, 3, 4, 2, 2, generator=g), torch.randn(2, 6, 5, generator=g)
+    video_clean = leading_frames_mask(torch.tensor([True, True]), 4)
+    inputs = prepare_flow_inputs(video0, audio0, NoiseConfig(), g, video_clean=video_clean)
+    v_video = torch.randn(video0.shape, generator=g, requires_grad=True)
+    v_audio = torch.randn(audio0.shape, generator=g, requires_grad=True)
+    loss, means = flow_matching_loss(v_video, v_audio, inputs)
+    loss.backward()
+    assert v_video.grad[:, :, 0].abs().max() == 0 and v_video.grad[:, :, 1:].abs().min() > 0
+    per_token = (v_video - inputs.video_target).square().mean(dim=1)[:, 1:]
+    assert torch.allclose(means["video"], per_token.mean())
+    assert torch.allclose(means["audio"], (v_audio - inputs.audio_target).square().mean())
+    assert torch.allclose(loss, means["video"] + means["audio"])
+    assert count_loss_tokens(video0, 1, video_clean).item() == 2 * 3 * 2 * 2
+    # a fully clean modality contributes nothing
+    terms = flow_loss_terms(v_audio, inputs.audio_target, 2, torch.ones(2, 6, dtype=torch.bool))
+    assert terms.count.item() == 0 and combine_loss_terms({"audio": terms}).item() == 0
+
+
+def test_token_weighted_mean_is_exact_across_unequal_micro_batches():
+    g = torch.Generator().manual_seed(6)
+    cfg = LossConfig(video_weight=1.0, audio_weight=0.5)
+    batches = []
+    for b, t, na in ((1, 3, 4), (3, 5, 9)):  # unequal token counts
+        pv, tv = torch.randn(b, 2, t, 2, 2, generator=g), torch.randn(b, 2, t, 2, 2, generator=g)
+        pa, ta = torch.randn(b, na, 3, generator=g), torch.randn(b, na, 3, generator=g)
+        clean = torch.rand(b, t, 1, 1, generator=g) < 0.3
+        batches.append((pv.requires_grad_(), tv, clean, pa.requires_grad_(), ta))
+    # global reference: mean over all supervised video tokens, mean over all audio tokens
+    v_err = torch.cat([((pv - tv).square().mean(1))[~c.expand(-1, -1, 2, 2)] for pv, tv, c, _, _ in batches])
+    a_err = torch.cat([(pa - ta).square().mean(-1).flatten() for _, _, _, pa, ta in batches])
+    reference = v_err.mean() + 0.5 * a_err.mean()
+    ref_grads = torch.autograd.grad(reference, [batches[0][0], batches[1][3]])
+
+    totals = {
+        "video": sum(count_loss_tokens(tv, 1, c) for _, tv, c, _, _ in batches),
+        "audio": sum(count_loss_tokens(ta, 2) for _, _, _, _, ta in batches),
+    }
+    total_loss = 0.0
+    grads = [torch.zeros_like(batches[0][0]), torch.zeros_like(batches[1][3])]
+    for k, (pv, tv, c, pa, ta) in enumerate(batches):
+        terms = {"video": flow_loss_terms(pv, tv, 1, c), "audio": flow_loss_terms(pa, ta, 2)}
+        part = combine_loss_terms(terms, cfg, totals)
+        total_loss = total_loss + part.detach()
+        g_v, g_a = torch.autograd.grad(part, [pv, pa])
+        if k == 0:
+            grads[0] += g_v
+        else:
+            grads[1] += g_a
+    assert torch.allclose(total_loss, reference.detach(), atol=1e-6)
+    assert torch.allclose(grads[0], ref_grads[0], atol=1e-7) and torch.allclose(grads[1], ref_grads[1], atol=1e-7)
+    # the naive per-micro-batch mean averaged over micro-batches is different here
+    naive = sum(combine_loss_terms({"video": flow_loss_terms(pv, tv, 1, c)}) for pv, tv, c, _, _ in batches) / 2
+    assert not torch.allclose(naive, v_err.mean())
+
+
+def test_caption_dropout():
+    g = torch.Generator().manual_seed(7)
+    text = torch.randn(6, 4, 3, generator=g)
+    null = torch.full((4, 3), -1.0)
+    out, dropped = drop_captions(text, null, 0.0, g)
+    assert torch.equal(out, text) and not dropped.any()
+    out, dropped = drop_captions(text, null, 1.0, g)
+    assert dropped.all() and torch.equal(out, null.expand(6, 4, 3))
+    seqs = [torch.randn(n, 3, generator=g) for n in (2, 5, 7)]
+    null_seq = torch.zeros(9, 3)
+    out, dropped = drop_captions(seqs, null_seq, 0.5, torch.Generator().manual_seed(8))
+    for o, s, d in zip(out, seqs, dropped.tolist()):
+        assert torch.equal(o, null_seq if d else s)
+    rate = drop_captions(torch.zeros(N, 1, 1), torch.ones(1, 1), 0.1, g)[1].float().mean().item()
+    assert abs(rate - 0.1) < 0.01
+    with pytest.raises(ValueError):
+        drop_captions(text, torch.zeros(5, 3), 0.5, g)
