@@ -7,6 +7,9 @@ import sys
 
 COMMANDS = {
     "model-info": ("horse.model.info", "parameter count, breakdown and state_dict keys of a preset"),
+    "generate": ("horse.pipeline.generate_cli", "prompt (+ image, + audio) -> MP4 from a checkpoint folder"),
+    "init-checkpoint": ("horse.pipeline.init_cli", "write a randomly initialised demo checkpoint folder"),
+    "data": ("horse.data.cli", "datasets: 'horse data {cache,inspect,make-shapes} ...'"),
     "bench": (None, "benchmarks: 'horse bench model ...'"),
 }
 BENCHES = {"model": "horse.bench.model"}

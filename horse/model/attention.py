@@ -127,17 +127,17 @@ def packed_attention(q, k, v, seqlens: list[int], *, local: LocalAttentionPlan |
 def _per_sample(q, k, v, seqlens: list[int], groups: int) -> torch.Tensor:
     if sum(seqlens) != q.shape[0]:
         raise ValueError(f"sample lengths sum to {sum(seqlens)} but the pack has {q.shape[0]} tokens")
-    outs, start, i = [], 0, 0
-    while i < len(seqlens):
-        # runs of equal-length samples are one batched SDPA call on a zero-copy view
-        j = i
-        while j < len(seqlens) and seqlens[j] == seqlens[i]:
-            j += 1
-        length, count = seqlens[i], j - i
-        end = start + length * count
-        view = [t[start:end].unflatten(0, (count, length)) for t in (q, k, v)]
-        outs.append(_sdpa(*view, groups).flatten(0, 1))
-        start, i = end, j
+    # runs of equal-length samples are one batched SDPA call on a zero-copy view
+    runs: list[tuple[int, int]] = []
+    for length in seqlens:
+        if runs and runs[-1][0] == length:
+            runs[-1] = (length, runs[-1][1] + 1)
+        else:
+            runs.append((length, 1))
+    sizes = [length * count for length, count in runs]
+    chunks = zip(*(t.split(sizes, 0) for t in (q, k, v)))
+    outs = [_sdpa(*(t.unflatten(0, (count, length)) for t in qkv), groups).flatten(0, 1)
+            for (length, count), qkv in zip(runs, chunks)]
     return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
 
 

@@ -54,17 +54,19 @@ class Attention(nn.Module):
         c = self.cfg
         qkv = self.linear_qkv(self.pre_norm(x, j), j, dtype).float()
         nq, nk = c.num_heads_q * c.head_dim, c.num_heads_kv * c.head_dim
-        q = self.q_norm(qkv[:, :nq].unflatten(1, (c.num_heads_q, c.head_dim)), j)
-        k = self.k_norm(qkv[:, nq:nq + nk].unflatten(1, (c.num_heads_kv, c.head_dim)), j)
-        return torch.cat([q.flatten(1), k.flatten(1), qkv[:, nq + nk:]], 1)
+        q, k, rest = qkv.split([nq, nk, qkv.shape[1] - nq - nk], dim=1)
+        q = self.q_norm(q.unflatten(1, (c.num_heads_q, c.head_dim)), j)
+        k = self.k_norm(k.unflatten(1, (c.num_heads_kv, c.head_dim)), j)
+        return torch.cat([q.flatten(1), k.flatten(1), rest], 1)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext, post_norm: MultiModalityRMSNorm | None):
         c, dtype = self.cfg, ctx.policy.matmul_dtype
         qkv = ctx.groups.apply(x, lambda j, rows: self._qkv(j, rows, dtype))
         nq, nk = c.num_heads_q * c.head_dim, c.num_heads_kv * c.head_dim
-        q = apply_rope(qkv[:, :nq].unflatten(1, (c.num_heads_q, c.head_dim)), ctx.rope)
-        k = apply_rope(qkv[:, nq:nq + nk].unflatten(1, (c.num_heads_kv, c.head_dim)), ctx.rope)
-        v = qkv[:, nq + nk:nq + 2 * nk].unflatten(1, (c.num_heads_kv, c.head_dim))
+        q, k, v, gate = qkv.split([nq, nk, nk, qkv.shape[1] - nq - 2 * nk], dim=1)
+        q = apply_rope(q.unflatten(1, (c.num_heads_q, c.head_dim)), ctx.rope)
+        k = apply_rope(k.unflatten(1, (c.num_heads_kv, c.head_dim)), ctx.rope)
+        v = v.unflatten(1, (c.num_heads_kv, c.head_dim))
         # On CPU the fp32 kernel of bf16-rounded q/k/v reproduces FlashAttention's accumulation.
         compute = torch.float32 if q.device.type == "cpu" else ctx.policy.attention_dtype
         o = packed_attention(q, k, v, ctx.seqlens, local=ctx.local if self.is_local else None,
@@ -72,7 +74,7 @@ class Attention(nn.Module):
                              backend=ctx.attention_backend,
                              lse_merge=q.device.type == "cpu" and ctx.policy.name == "mixed")
         if c.enable_attn_gating:
-            o = o.float() * torch.sigmoid(qkv[:, nq + 2 * nk:]).unsqueeze(-1)
+            o = o.float() * torch.sigmoid(gate).unsqueeze(-1)
         o = o.flatten(1).to(dtype)
 
         def project(j, rows):

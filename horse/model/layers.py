@@ -15,16 +15,61 @@ GELU_ALPHA = 1.702
 ACT_LIMIT = 7.0
 
 
+def _gate(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clamped sigmoid-GELU of the activation branch and its derivative: (value, d value/d g, clamp mask)."""
+    inside = g <= ACT_LIMIT
+    gc = g.clamp(max=ACT_LIMIT)
+    s = torch.sigmoid(GELU_ALPHA * gc)
+    value = gc * s
+    return value, s + GELU_ALPHA * value * (1 - s), inside
+
+
+class _Gelu7(torch.autograd.Function):
+    # Hand-written backward: autograd of the clamp/sigmoid chain keeps several [N, 4D]
+    # temporaries alive; this saves only the input and recomputes.
+    @staticmethod
+    def forward(ctx, u):
+        ctx.save_for_backward(u)
+        g = u.clamp(max=ACT_LIMIT)
+        return g * torch.sigmoid(GELU_ALPHA * g)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (u,) = ctx.saved_tensors
+        _, d, inside = _gate(u)
+        return grad * d * inside
+
+
+class _Swiglu7(torch.autograd.Function):
+    # Hand-written backward: autograd of the strided even/odd split would zero-fill and copy
+    # a full-width gradient per branch; here both branch gradients interleave in one write.
+    @staticmethod
+    def forward(ctx, u):
+        ctx.save_for_backward(u)
+        g = u[..., 0::2].clamp(max=ACT_LIMIT)
+        lin = u[..., 1::2].clamp(-ACT_LIMIT, ACT_LIMIT)
+        return g * torch.sigmoid(GELU_ALPHA * g) * (lin + 1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (u,) = ctx.saved_tensors
+        g, lin = u[..., 0::2], u[..., 1::2]
+        value, d, inside = _gate(g)
+        lin_inside = (lin >= -ACT_LIMIT) & (lin <= ACT_LIMIT)
+        grad_g = grad * d * (lin.clamp(-ACT_LIMIT, ACT_LIMIT) + 1) * inside
+        grad_l = grad * value * lin_inside
+        return torch.stack([grad_g, grad_l], dim=-1).flatten(-2)
+
+
 def gelu7(u: torch.Tensor) -> torch.Tensor:
-    g = u.clamp(max=ACT_LIMIT)
-    return g * torch.sigmoid(GELU_ALPHA * g)
+    """``min(u, 7) * sigmoid(1.702 * min(u, 7))``: the release's clamped sigmoid-GELU."""
+    return _Gelu7.apply(u)
 
 
 def swiglu7(u: torch.Tensor) -> torch.Tensor:
-    """Interleaved split: even columns are the activation branch, odd columns the linear branch."""
-    g = u[..., 0::2].clamp(max=ACT_LIMIT)
-    lin = u[..., 1::2].clamp(-ACT_LIMIT, ACT_LIMIT)
-    return g * torch.sigmoid(GELU_ALPHA * g) * (lin + 1)
+    """Interleaved split: even columns are the activation branch (capped at 7), odd columns the
+    linear branch (clamped to +-7, plus one)."""
+    return _Swiglu7.apply(u)
 
 
 ACTIVATION_FNS = {"gelu7": gelu7, "swiglu7": swiglu7}
@@ -61,7 +106,9 @@ class ModalityGroups:
     def apply(self, x: torch.Tensor, fn: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """``fn(j, rows_of_modality_j) -> rows`` over every present modality; original order out."""
         xs = x if self.sorted else x.index_select(0, self.perm)
-        parts = [fn(j, xs[self.bounds[j]:self.bounds[j + 1]]) for j in range(len(self.counts)) if self.counts[j]]
+        # split, not slicing: a slice's backward zero-fills a full-size gradient per modality
+        chunks = xs.split(self.counts, 0)
+        parts = [fn(j, chunks[j]) for j in range(len(self.counts)) if self.counts[j]]
         ys = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
         return ys if self.sorted else ys.index_select(0, self.inv)
 
@@ -75,7 +122,8 @@ class ExpertLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features * num_experts, in_features))
 
     def expert_weight(self, j: int) -> torch.Tensor:
-        j = j if self.num_experts > 1 else 0
+        if self.num_experts == 1:
+            return self.weight  # no slice: its backward would zero-fill a weight-sized gradient
         return self.weight[j * self.out_features:(j + 1) * self.out_features]
 
     def forward(self, x: torch.Tensor, expert: int, dtype: torch.dtype) -> torch.Tensor:
@@ -84,6 +132,29 @@ class ExpertLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, experts={self.num_experts}"
+
+
+class _RMSNormScale(torch.autograd.Function):
+    """``x * rsqrt(mean(x^2) + eps) * scale`` over the last dim, in fp32.
+
+    The forward is the same composite as ``F.rms_norm`` (bit for bit, which parity needs);
+    the hand-written backward saves only x and the inverse RMS instead of autograd's chain.
+    """
+
+    @staticmethod
+    def forward(ctx, x, scale, eps: float):
+        inv = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        ctx.save_for_backward(x, inv, scale)
+        return x * inv * scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, inv, scale = ctx.saved_tensors
+        xhat = x * inv
+        grad_scale = (grad * xhat).reshape(-1, x.shape[-1]).sum(0) if ctx.needs_input_grad[1] else None
+        gs = grad * scale
+        grad_x = (gs - xhat * (gs * xhat).mean(-1, keepdim=True)) * inv
+        return grad_x, grad_scale, None
 
 
 class MultiModalityRMSNorm(nn.Module):
@@ -95,9 +166,9 @@ class MultiModalityRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.zeros(dim * num_experts))
 
     def forward(self, x: torch.Tensor, expert: int = 0) -> torch.Tensor:
-        j = expert if self.num_experts > 1 else 0
-        scale = self.weight[j * self.dim:(j + 1) * self.dim].float() + 1
-        return F.rms_norm(x.float(), (self.dim,), scale, self.eps).to(x.dtype)
+        w = self.weight if self.num_experts == 1 else self.weight[expert * self.dim:(expert + 1) * self.dim]
+        scale = w.float() + 1
+        return _RMSNormScale.apply(x.float(), scale, self.eps).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, experts={self.num_experts}, eps={self.eps}"

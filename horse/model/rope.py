@@ -54,5 +54,5 @@ def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     """Non-interleaved rotate-half on the first ``rope.shape[1]`` dims of ``x [N, heads, head_dim]``, in fp32."""
     half = rope.shape[1] // 2
     sin, cos = rope[:, None, :half], rope[:, None, half:]
-    x1, x2, rest = x[..., :half], x[..., half:2 * half], x[..., 2 * half:]
+    x1, x2, rest = x.split([half, half, x.shape[-1] - 2 * half], dim=-1)
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)

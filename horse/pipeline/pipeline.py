@@ -1,0 +1,204 @@
+"""Prompt (+ optional image, optional reference audio) -> latents -> frames + waveform -> MP4.
+
+Stages: text features (cached) -> starting noise (seeded) -> sampler over the DiT (CFG as one packed forward)
+-> codec decoding at the model's native fps -> retiming to the requested fps (sample-and-hold, see
+``horse.pipeline.media``) and audio resampling for AAC -> MP4 (H.264 + AAC).
+
+Randomness: one CPU ``torch.Generator`` seeded with ``seed`` draws all noise (audio noise first, then video,
+then the distilled sampler's per-step noise), so a seed gives the same latents on any device.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from horse.checkpoint_folder import SamplerDefaults, load_checkpoint_folder
+from horse.diffusion.samplers import initial_noise, sample_distilled, sample_euler, sample_unipc
+from horse.pipeline.codecs import ClipLayout, load_codecs
+from horse.data.av_io import aac_encode_rate, encode_mp4
+from horse.pipeline.media import fit_audio, read_audio, read_image, retime_indices, write_file_atomic
+from horse.pipeline.velocity import Guidance, make_velocity_fn
+
+SEED_RANGE = 2**31  # seeds chosen when none is given lie in [0, SEED_RANGE)
+DURATION_TOLERANCE = 1e-6  # seconds of slack when checking a duration against the declared range
+
+
+@dataclass
+class GenerationResult:
+    path: Path | None
+    metadata: dict
+    latents: dict | None = None  # {"video": [1, C, T, h, w], "audio": [1, Na, Ca]} with return_latents=True
+    frames: np.ndarray | None = field(default=None, repr=False)  # uint8 [F, H, W, 3] at the requested fps
+    audio: np.ndarray | None = field(default=None, repr=False)   # float32 [channels, S] at metadata sample_rate
+
+
+class Pipeline:
+    """A loaded checkpoint folder (DiT + codecs) that generates clips; see ``generate``."""
+
+    def __init__(self, checkpoint: str | Path, device: str | torch.device = "cpu"):
+        start = time.perf_counter()
+        self.root = Path(checkpoint)
+        self.device = torch.device(device)
+        self.config, self.model = load_checkpoint_folder(self.root, self.device)
+        self.codecs = load_codecs(self.config, self.root, self.device)
+        dit = self.model.config
+        if self.codecs.text.feature_dim != dit.text_in_channels:
+            raise ValueError(f"the text encoder gives {self.codecs.text.feature_dim}-wide features but the DiT reads "
+                             f"text_in_channels={dit.text_in_channels}")
+        if self.codecs.audio.latent_channels != dit.audio_in_channels:
+            raise ValueError(f"the audio codec gives {self.codecs.audio.latent_channels} channels but the DiT reads "
+                             f"audio_in_channels={dit.audio_in_channels}")
+        self.load_seconds = time.perf_counter() - start
+
+    # ---- input checks ----------------------------------------------------------------------
+    def _resolution(self, resolution) -> tuple[str, int, int]:
+        """A declared resolution by name, ``"HxW"`` or ``[H, W]`` -> (name, H, W)."""
+        declared = self.config.resolutions
+        if resolution is None:
+            resolution = self.config.default_resolution
+        if isinstance(resolution, str) and resolution in declared:
+            return resolution, *declared[resolution]
+        wanted = resolution
+        if isinstance(resolution, str):
+            parts = resolution.lower().split("x")
+            wanted = [int(p) for p in parts] if len(parts) == 2 and all(p.isdigit() for p in parts) else None
+        for name, hw in declared.items():
+            if isinstance(wanted, (list, tuple)) and list(wanted) == list(hw):
+                return name, *hw
+        offered = ", ".join(f"{n} ({h}x{w})" for n, (h, w) in declared.items())
+        raise ValueError(f"resolution {resolution!r} is not offered by this checkpoint; choose one of {offered}")
+
+    def _check(self, prompt, duration, fps) -> None:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("the prompt is empty; describe the clip to generate")
+        lo, hi = self.config.durations
+        if not lo - DURATION_TOLERANCE <= duration <= hi + DURATION_TOLERANCE:
+            raise ValueError(f"duration {duration} s is outside what this checkpoint supports ({lo}..{hi} s)")
+        if fps not in self.config.fps_options:
+            raise ValueError(f"fps {fps} is not offered by this checkpoint; choose one of {self.config.fps_options}")
+
+    # ---- generation ------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, prompt: str, output: str | Path | None = None, *, image: str | Path | None = None,
+                 audio: str | Path | None = None, duration: float | None = None, fps: float | None = None,
+                 resolution: str | list | None = None, seed: int | None = None, sampler: str | None = None,
+                 steps: int | None = None, shift: float | None = None, video_guidance: float | None = None,
+                 audio_guidance: float | None = None, late_video_guidance: float | None | str = "default",
+                 negative_prompt: str | None = None, motion_strength: float | None = None,
+                 progress: bool = False, progress_callback: Callable[[float], None] | None = None,
+                 return_latents: bool = False) -> GenerationResult:
+        """Generate one clip; writes an MP4 to ``output`` when given.
+
+        Unset settings take the checkpoint's defaults: the shortest duration, the native fps (else the first fps
+        option), the default resolution and the sampler defaults; ``late_video_guidance=None`` turns the late
+        switch off. ``seed=None`` picks a random seed, reported in the metadata. The duration is rounded to whole
+        native frames (the metadata holds the exact one). ``motion_strength`` in [0, 1] appends the checkpoint's
+        motion phrase to the prompt. ``progress_callback(fraction)`` is called after every step with 0..1.
+        """
+        cfg, timings = self.config, {}
+        duration = float(cfg.durations[0] if duration is None else duration)
+        if fps is None:
+            fps = cfg.native_fps if cfg.native_fps in cfg.fps_options else cfg.fps_options[0]
+        self._check(prompt, duration, fps)
+        res_name, height, width = self._resolution(resolution)
+        defaults = cfg.sampler
+        sampler_settings = {"name": sampler or defaults.name, "steps": defaults.steps if steps is None else steps,
+                            "shift": defaults.shift if shift is None else shift}
+        guidance = Guidance(
+            video=defaults.video_guidance if video_guidance is None else video_guidance,
+            audio=defaults.audio_guidance if audio_guidance is None else audio_guidance,
+            late_video=defaults.late_video_guidance if late_video_guidance == "default" else late_video_guidance,
+            switch_timestep=defaults.switch_timestep)
+        SamplerDefaults(**sampler_settings).validate()
+        full_prompt = prompt if motion_strength is None else f"{prompt.rstrip()} {cfg.motion_phrase(motion_strength)}"
+        seed = random.SystemRandom().randrange(SEED_RANGE) if seed is None else int(seed)
+        layout = self.codecs.layout(duration, height, width)
+        image_pixels = read_image(image, height, width) if image is not None else None
+        ref_audio = read_audio(audio) if audio is not None else None
+
+        t = time.perf_counter()
+        text = self.codecs.encode_text(full_prompt)
+        negative = negative_prompt if negative_prompt is not None else cfg.negative_prompt
+        negative_text = self.codecs.encode_text(negative or cfg.null_text) if guidance.active else None
+        frame0 = self.codecs.encode_image(image_pixels) if image_pixels is not None else None
+        audio_ref = self.codecs.encode_audio(*ref_audio, layout) if ref_audio is not None else None
+        timings["encode"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        video_lat, audio_lat = self._sample(text, negative_text, guidance, layout, seed, sampler_settings, frame0,
+                                            audio_ref, progress, progress_callback)
+        timings["sample"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        native = self.codecs.decode_video(video_lat.float())
+        wave, rate = self.codecs.decode_audio(audio_lat.float())
+        num_out = max(1, round(layout.duration * fps))
+        frames = native[retime_indices(len(native), cfg.native_fps, fps, num_out)]
+        wave = fit_audio(wave, rate, num_out / fps)
+        timings["decode"] = time.perf_counter() - t
+
+        path = None
+        if output is not None:
+            t = time.perf_counter()
+            path = write_file_atomic(output, encode_mp4(frames, wave, fps, rate))
+            timings["write"] = time.perf_counter() - t
+        metadata = {
+            "prompt": prompt, "text": full_prompt, "negative_prompt": negative, "seed": seed,
+            "sampler": sampler_settings["name"], "steps": sampler_settings["steps"], "shift": sampler_settings["shift"],
+            "guidance": {"video": guidance.video, "audio": guidance.audio, "late_video": guidance.late_video,
+                         "switch_timestep": guidance.switch_timestep, "active": guidance.active},
+            "duration": num_out / fps, "fps": fps, "native_fps": cfg.native_fps, "num_frames": num_out,
+            "resolution": {"name": res_name, "height": height, "width": width},
+            "mode": "ti2v" if image is not None else "t2v", "reference_audio": audio is not None,
+            "motion_strength": motion_strength, "sample_rate": rate, "mp4_sample_rate": aac_encode_rate(rate),
+            "timings": {"load": self.load_seconds, **timings},
+        }
+        latents = {"video": video_lat.cpu(), "audio": audio_lat.cpu()} if return_latents else None
+        return GenerationResult(path, metadata, latents, frames, wave)
+
+    def _sample(self, text, negative_text, guidance: Guidance, layout: ClipLayout, seed: int, settings: dict,
+                frame0, audio_ref, progress: bool, progress_callback):
+        from tqdm import tqdm
+
+        generator = torch.Generator("cpu").manual_seed(seed)
+        video_shape = (1, *layout.video_latent)
+        audio_shape = None if audio_ref is not None else (1, layout.num_audio, layout.audio_channels)
+        video, audio = initial_noise(video_shape, audio_shape, generator, device=self.device)
+        hold = None
+        if audio_ref is not None:
+            audio, hold = audio_ref.to(self.device), 0.0  # clean reference audio, never stepped
+        velocity = make_velocity_fn(self.model, text, negative_text, guidance, coords_style=self.config.coords_style)
+        bar = tqdm(total=settings["steps"], desc="sampling", unit="step", file=sys.stderr, disable=not progress)
+
+        def callback(step: int, total: int) -> None:
+            bar.update(1)
+            if progress_callback is not None:
+                progress_callback(step / total)
+
+        kwargs = dict(num_steps=settings["steps"], shift=settings["shift"], hold_audio=hold, callback=callback,
+                      video_frame0=None if frame0 is None else frame0.to(self.device))
+        try:
+            if settings["name"] == "unipc":
+                return sample_unipc(velocity, video, audio, **kwargs)
+            if settings["name"] == "euler":
+                return sample_euler(velocity, video, audio, **kwargs)
+            return sample_distilled(velocity, video, audio, generator, **kwargs)
+        finally:
+            bar.close()
+
+
+def generate(checkpoint: str | Path, prompt: str, output: str | Path | None = None, *,
+             device: str | torch.device = "cpu", **kwargs) -> GenerationResult:
+    """Load ``checkpoint`` and generate one clip (see ``Pipeline.generate`` for the settings)."""
+    return Pipeline(checkpoint, device).generate(prompt, output, **kwargs)
+
+
+__all__ = ["GenerationResult", "Pipeline", "generate"]

@@ -1,0 +1,74 @@
+"""The DiT as a sampler ``velocity_fn`` (protocol in ``horse.diffusion.samplers``), with classifier-free guidance
+run as ONE packed forward per step.
+
+Each batch element becomes one packed sample ``[video | audio | text]``; with guidance, the conditional samples
+(prompt features) and the unconditional ones (negative-prompt features, same latents) are concatenated into one
+sequence separated by ``cu_seqlens``, so attention never crosses between them and the result equals two
+separate forwards. Guidance is then ``v_u + s * (v_c - v_u)`` per modality, the video scale switching to
+``late_video_scale`` once ``int(sigma * 1000) <= switch_timestep`` (``horse.diffusion.guidance``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from horse.diffusion.guidance import apply_guidance, video_guidance_scale
+from horse.diffusion.samplers import VelocityFn
+from horse.model.packing import pack, unpack
+
+LOCAL_FRAME_RECEPTIVE_FIELD = 11  # latent frames each side that local-attention layers see (release default)
+
+
+@dataclass(frozen=True)
+class Guidance:
+    video: float = 5.0
+    audio: float = 5.0
+    late_video: float | None = 2.0
+    switch_timestep: int = 500
+
+    @property
+    def active(self) -> bool:
+        """False when every scale is 1: then the unconditional pass changes nothing and is skipped."""
+        return not (self.video == 1.0 and self.audio == 1.0 and self.late_video in (None, 1.0))
+
+
+def make_velocity_fn(model, text: Tensor, negative_text: Tensor | None = None, guidance: Guidance | None = None,
+                     *, coords_style: str = "v2", local_window: int = LOCAL_FRAME_RECEPTIVE_FIELD) -> VelocityFn:
+    """``velocity_fn(video [B,C,T,h,w], audio [B,Na,Ca], sigma_v, sigma_a, step)`` running ``model``.
+
+    ``text``/``negative_text``: ``[L, D]`` features. With ``guidance`` (and it active) ``negative_text`` is
+    required and each step runs one forward over ``2B`` packed samples; otherwise ``B`` samples.
+    """
+    use_cfg = guidance is not None and guidance.active
+    if use_cfg and negative_text is None:
+        raise ValueError("classifier-free guidance needs the negative-prompt features (negative_text)")
+    cfg = model.config
+    width = cfg.max_in_channels
+    extra = {"local_window": local_window} if cfg.local_attn_layers else {}
+    device = next(model.parameters()).device
+
+    def contexts(t: Tensor | None):
+        return None if t is None or t.shape[0] == 0 else t.to(device)
+
+    cond_text, uncond_text = contexts(text), contexts(negative_text)
+
+    def velocity(video: Tensor, audio: Tensor, sigma_video: float, sigma_audio: float, step: int):
+        batch = video.shape[0]
+        texts = [cond_text] + ([uncond_text] if use_cfg else [])
+        samples = [{"video": video[b], "audio": audio[b], **({"text": t} if t is not None else {})}
+                   for t in texts for b in range(batch)]
+        packed = pack(samples, width, coords_style).to(device)
+        out = model(**packed.model_inputs(), **extra)
+        parts = unpack(out, packed, audio.shape[-1])
+        v_video = torch.stack([p["video"] for p in parts]).to(video.dtype)
+        v_audio = torch.stack([p["audio"] for p in parts]).to(audio.dtype)
+        if not use_cfg:
+            return v_video, v_audio
+        scale = video_guidance_scale(sigma_video, guidance.video, guidance.late_video, guidance.switch_timestep)
+        return (apply_guidance(v_video[:batch], v_video[batch:], scale),
+                apply_guidance(v_audio[:batch], v_audio[batch:], guidance.audio))
+
+    return velocity

@@ -1,0 +1,145 @@
+"""Patchify orders (spec 4.2), coords (spec 4.5) and multi-sample pack/unpack (spec 4.6)."""
+
+import pytest
+import torch
+
+from horse.model import AUDIO, TEXT, VIDEO
+from horse.model.packing import (
+    audio_coords,
+    pack,
+    patchify_video,
+    text_coords,
+    unpack,
+    unpatchify_video,
+    video_coords,
+)
+from horse.model.rope import ElementWiseFourierEmbed
+
+C, T, H, W = 3, 2, 4, 6  # latent; token grid (2, 2, 3)
+
+
+@pytest.mark.parametrize("order", ["in", "out"])
+def test_patchify_round_trip(order):
+    latent = torch.randn(C, T, H, W, generator=torch.Generator().manual_seed(0))
+    tokens = patchify_video(latent, order)
+    assert tokens.shape == (T * (H // 2) * (W // 2), C * 4)
+    assert torch.equal(unpatchify_video(tokens, (T, H // 2, W // 2), order), latent)
+
+
+def test_patch_order_asymmetry():
+    for c in range(C):
+        for ph in range(2):
+            for pw in range(2):
+                t, i, j = 1, 1, 2  # token (t, i, j) of the (T, H/2, W/2) grid, t-major then h then w
+                latent = torch.zeros(C, T, H, W)
+                latent[c, t, 2 * i + ph, 2 * j + pw] = 1
+                row = t * (H // 2) * (W // 2) + i * (W // 2) + j
+                for order, col in (("in", c * 4 + ph * 2 + pw), ("out", (ph * 2 + pw) * C + c)):
+                    expected = torch.zeros(T * (H // 2) * (W // 2), C * 4)
+                    expected[row, col] = 1
+                    assert torch.equal(patchify_video(latent, order), expected), (order, c, ph, pw)
+    # the two orders differ for any C > 1: reading the output with the input order scrambles channels
+    latent = torch.randn(C, T, H, W, generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(unpatchify_video(patchify_video(latent, "out"), (T, H // 2, W // 2), "in"), latent)
+
+
+def test_patchify_rejects_bad_shapes():
+    with pytest.raises(ValueError):
+        patchify_video(torch.zeros(C, T, 3, W))
+    with pytest.raises(ValueError):
+        patchify_video(torch.zeros(C, T, H, W), order="sideways")
+
+
+def test_video_coords():
+    grid = (2, 3, 4)
+    coords = video_coords(grid)
+    expected = [[t, h, w, *grid, *grid] for t in range(2) for h in range(3) for w in range(4)]
+    assert torch.equal(coords, torch.tensor(expected, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("style,na,frames,ref", [("v2", 9, 3, 3), ("v2", 13, 4, 4), ("v2", 10, 3, 3),
+                                                  ("v1", 9, 3, 3), ("v1", 9, 5, 5)])
+def test_audio_coords(style, na, frames, ref):
+    # v2: ref = (Na-1)//4 + 1 (audio frame k at latent time ~k/4); v1: ref = the latent video frames
+    coords = audio_coords(na, frames, style)
+    expected = [[k, 0, 0, na, 1, 1, ref, 1, 1] for k in range(na)]
+    assert torch.equal(coords, torch.tensor(expected, dtype=torch.float32))
+
+
+def test_text_coords_v2_all_angles_zero():
+    nt = 5
+    coords = text_coords(nt, "v2")
+    expected = [[k - nt, 0, 0, nt, 1, 1, 1, 1, 1] for k in range(nt)]
+    assert torch.equal(coords, torch.tensor(expected, dtype=torch.float32))
+    emb = ElementWiseFourierEmbed(32)(coords)
+    assert torch.equal(emb[:, :12], torch.zeros(nt, 12))
+
+
+def test_text_coords_v1_including_a_single_token():
+    coords = text_coords(4, "v1")
+    assert torch.equal(coords, torch.tensor([[k, 0, 0, 4, 1, 1, 2, 1, 1] for k in range(4)], dtype=torch.float32))
+    # t-scale (2-1)/(4-1): text t spread over [0, 1]
+    emb = ElementWiseFourierEmbed(8)(coords)  # 1 band per axis, band 0 = 1
+    torch.testing.assert_close(torch.asin(emb[:, 0]), torch.tensor([0, 1 / 3, 2 / 3, 1.0]))
+    one = text_coords(1, "v1")  # the release divides by zero here; horse must not
+    emb = ElementWiseFourierEmbed(8)(one)
+    assert torch.isfinite(emb).all() and torch.equal(emb[:, :3], torch.zeros(1, 3))
+
+
+def test_single_text_token_v1_through_the_model(tiny_config, random_model, make_pack):
+    cfg = tiny_config()
+    packed, _ = make_pack(cfg, [dict(frames=2, h=2, w=2, audio=3, text=1)], coords_style="v1")
+    out = random_model(cfg)(**packed.model_inputs())
+    assert torch.isfinite(out).all()
+
+
+def test_pack_layout_and_unpack_round_trip(tiny_config):
+    cfg = tiny_config()
+    width = cfg.max_in_channels
+    g = torch.Generator().manual_seed(0)
+    samples = [
+        {"video": torch.randn(3, 2, 4, 6, generator=g), "audio": torch.randn(5, 5, generator=g),
+         "text": torch.randn(3, 7, generator=g)},
+        {"video": torch.randn(3, 1, 2, 2, generator=g), "text": torch.randn(2, 7, generator=g)},
+        {"audio": torch.randn(4, 5, generator=g), "text": torch.randn(6, 7, generator=g)},
+    ]
+    packed = pack(samples, width, "v2")
+    lengths = [12 + 5 + 3, 1 + 2, 4 + 6]
+    assert packed.cu_seqlens.tolist() == [0, 20, 23, 33]
+    assert packed.x.shape == (sum(lengths), width)
+    mods = [VIDEO] * 12 + [AUDIO] * 5 + [TEXT] * 3 + [VIDEO] + [TEXT] * 2 + [AUDIO] * 4 + [TEXT] * 6
+    assert packed.modality.tolist() == mods
+    # rows: input-order patches, then audio, then text, each zero-padded to the pack width
+    assert torch.equal(packed.x[:12, :12], patchify_video(samples[0]["video"], "in"))
+    assert torch.equal(packed.x[12:17, :5], samples[0]["audio"])
+    assert torch.equal(packed.x[17:20, :7], samples[0]["text"])
+    assert torch.equal(packed.x[12:17, 5:], torch.zeros(5, width - 5))
+    assert torch.equal(packed.x[23:27, :5], samples[2]["audio"])
+    assert torch.equal(packed.coords[:12], video_coords((2, 2, 3)))
+    assert torch.equal(packed.coords[12:17], audio_coords(5, 2, "v2"))
+    assert torch.equal(packed.coords[27:33], text_coords(6, "v2"))
+    # a fake model output in the output (channel-minor) order unpacks to the targets
+    targets = [{"video": torch.randn(3, 2, 4, 6, generator=g), "audio": torch.randn(5, 5, generator=g)},
+               {"video": torch.randn(3, 1, 2, 2, generator=g)},
+               {"audio": torch.randn(4, 5, generator=g)}]
+    out = torch.zeros(sum(lengths), cfg.out_channels)
+    out[:12] = patchify_video(targets[0]["video"], "out")
+    out[12:17, :5] = targets[0]["audio"]
+    out[20:21] = patchify_video(targets[1]["video"], "out")
+    out[23:27, :5] = targets[2]["audio"]
+    result = unpack(out, packed, audio_channels=5)
+    assert [sorted(r) for r in result] == [["audio", "video"], ["video"], ["audio"]]
+    for got, want in zip(result, targets):
+        for key in want:
+            assert torch.equal(got[key], want[key]), key
+
+
+def test_pack_errors(tiny_config):
+    with pytest.raises(ValueError, match="coords_style"):
+        pack([{"text": torch.zeros(2, 7)}], 12, "v3")
+    with pytest.raises(ValueError, match="unknown"):
+        pack([{"image": torch.zeros(2, 7)}], 12)
+    with pytest.raises(ValueError, match="width"):
+        pack([{"text": torch.zeros(2, 20)}], 12)
+    with pytest.raises(ValueError):
+        pack([], 12)
