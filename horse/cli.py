@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: horse <command> [options]\n\ncommands:")
         for name, (_, text) in COMMANDS.items():
-            print(f"  {name:<14}{text}")
+            print(f"  {name:<18}{text}")
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
     if cmd == "bench":

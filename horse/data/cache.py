@@ -36,8 +36,9 @@ LATENT_DTYPES = ("float32", "float16")
 HASH_CHUNK_BYTES = 1 << 24
 
 
-class StaleCacheError(RuntimeError):
-    """The cache was built from other inputs than the ones asked for (the message lists them)."""
+class StaleCacheError(ValueError):
+    """The cache was built from other inputs than the ones asked for (the message lists them).
+    A ValueError so CLIs report it as a clear error."""
 
 
 class CodecBundle(Protocol):
@@ -244,6 +245,9 @@ def cache_dataset(source, out_dir: str | Path, bundle: CodecBundle, cfg: ClipCon
                     progress(decoder.counters["decoded"])
 
     shards = write_shards(encoded(), out, prefix=SHARD_PREFIX, max_count=max_count, overwrite=True)
+    if not shards:
+        raise ValueError(f"no usable sample in {source!r} (skips: {dict(decoder.counters)}); check the clip "
+                         "settings (a clip shorter than the smallest --frames / --fps is skipped as too_short)")
     manifest = {"hash": digest, "inputs": inputs, "source": urls, "shards": [p.name for p in shards],
                 "num_samples": decoder.counters["decoded"], "counters": dict(decoder.counters)}
     tmp = out / (MANIFEST_NAME + ".tmp")

@@ -77,8 +77,8 @@ class ShardStream:
 
     def __init__(self, shards, rank: int = 0, world_size: int = 1, worker: int = 0, num_workers: int = 1,
                  seed: int = 0, transform: Callable[[dict], object] | None = None, shuffle: bool = True):
-        self.urls = expand_shards(shards)
         self.slot, self.slots = _check_slot(rank, world_size, worker, num_workers)
+        self.urls = expand_shards(shards)
         self.seed, self.shuffle = seed, shuffle
         self.transform = transform or decode_sample
         self.by_shard = len(self.urls) >= self.slots

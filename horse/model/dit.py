@@ -32,6 +32,19 @@ class ForwardContext:
 
 
 @dataclass
+class TokenRouting:
+    """TREAD (Krause et al. 2025): the tokens not in ``keep`` skip layers ``start..end-1``.
+
+    They leave after layer ``start - 1`` and re-enter before layer ``end`` with their hidden
+    state unchanged. Training only; the trainer decides the selection.
+    """
+
+    start: int
+    end: int
+    keep: torch.Tensor  # [N] bool
+
+
+@dataclass
 class DiTOutput:
     out: torch.Tensor
     adapter: torch.Tensor | None = None
@@ -198,7 +211,8 @@ class DiTModel(nn.Module):
 
     # ---- forward -------------------------------------------------------
     def forward(self, x: torch.Tensor, coords: torch.Tensor, modality: torch.Tensor, *, cu_seqlens=None,
-                local_ranges=None, local_window: int | None = None, return_intermediates: bool = False):
+                local_ranges=None, local_window: int | None = None, return_intermediates: bool = False,
+                routing: TokenRouting | None = None):
         cfg = self.config
         if x.dim() != 2 or x.shape[0] != coords.shape[0] or x.shape[0] != modality.shape[0]:
             raise ValueError(f"x [N, C], coords [N, 9] and modality [N] must agree on N; got {tuple(x.shape)}, "
@@ -219,12 +233,31 @@ class DiTModel(nn.Module):
         h = self.adapter(x, groups)
         result = DiTOutput(out=h, adapter=h if return_intermediates else None,
                            rope=rope if return_intermediates else None)
-        for layer in self.block.layers:
+        full, full_ctx = None, ctx
+        for i, layer in enumerate(self.block.layers):
+            if routing is not None and i == routing.start:
+                full, ctx = h, self._routed_context(ctx, modality, routing.keep)
+                kept = torch.nonzero(routing.keep).flatten()
+                h = h.index_select(0, kept)
+            if routing is not None and i == routing.end:
+                h, ctx = full.index_copy(0, kept, h), full_ctx
             h = layer(h, ctx)
             if return_intermediates:
                 result.hidden_states.append(h)
         result.out = groups.apply(h, self._head)
         return result if return_intermediates else result.out
+
+    def _routed_context(self, ctx: ForwardContext, modality: torch.Tensor, keep: torch.Tensor) -> ForwardContext:
+        if keep.shape != modality.shape or keep.dtype != torch.bool:
+            raise ValueError("routing.keep must be a bool mask over the packed tokens")
+        if ctx.local is not None:
+            raise ValueError("TREAD routing cannot be combined with local-attention layers")
+        bounds = torch.tensor([0, *torch.tensor(ctx.seqlens).cumsum(0).tolist()])
+        kept_per_sample = [int(keep[a:b].sum()) for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
+        if min(kept_per_sample) == 0:
+            raise ValueError("TREAD routing must keep at least one token of every sample")
+        return ForwardContext(ModalityGroups(modality[keep]), ctx.rope[keep], kept_per_sample, None, ctx.policy,
+                              ctx.attention_backend)
 
     def _head(self, j: int, rows: torch.Tensor) -> torch.Tensor:
         width = self.config.out_channels

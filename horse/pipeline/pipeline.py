@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from horse.checkpoint_folder import SamplerDefaults, load_checkpoint_folder
+from horse.checkpoint_folder import CheckpointConfig, SamplerDefaults, load_checkpoint_folder
 from horse.diffusion.samplers import initial_noise, sample_distilled, sample_euler, sample_unipc
 from horse.pipeline.codecs import ClipLayout, load_codecs
 from horse.data.av_io import aac_encode_rate, encode_mp4
@@ -45,9 +45,23 @@ class Pipeline:
 
     def __init__(self, checkpoint: str | Path, device: str | torch.device = "cpu"):
         start = time.perf_counter()
-        self.root = Path(checkpoint)
-        self.device = torch.device(device)
-        self.config, self.model = load_checkpoint_folder(self.root, self.device)
+        config, model = load_checkpoint_folder(Path(checkpoint), torch.device(device))
+        self._attach(config, model, Path(checkpoint), device)
+        self.load_seconds = time.perf_counter() - start
+
+    @classmethod
+    def from_parts(cls, config: CheckpointConfig, model, root: str | Path = ".",
+                   device: str | torch.device = "cpu") -> "Pipeline":
+        """A pipeline over an in-memory model (e.g. a trainer's validation, with EMA weights swapped in)."""
+        self = cls.__new__(cls)
+        start = time.perf_counter()
+        self._attach(config, model, Path(root), device)
+        self.load_seconds = time.perf_counter() - start
+        return self
+
+    def _attach(self, config, model, root: Path, device) -> None:
+        self.root, self.device = root, torch.device(device)
+        self.config, self.model = config, model
         self.codecs = load_codecs(self.config, self.root, self.device)
         dit = self.model.config
         if self.codecs.text.feature_dim != dit.text_in_channels:
@@ -56,7 +70,6 @@ class Pipeline:
         if self.codecs.audio.latent_channels != dit.audio_in_channels:
             raise ValueError(f"the audio codec gives {self.codecs.audio.latent_channels} channels but the DiT reads "
                              f"audio_in_channels={dit.audio_in_channels}")
-        self.load_seconds = time.perf_counter() - start
 
     # ---- input checks ----------------------------------------------------------------------
     def _resolution(self, resolution) -> tuple[str, int, int]:

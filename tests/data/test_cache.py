@@ -71,7 +71,7 @@ def test_hit_miss_stale(bundle, raw_dir, tmp_path):
     assert cache_dataset(raw_dir, out, bundle, CFG).status == "hit"
     assert shard.stat().st_mtime_ns == mtime  # nothing rewritten
     check_cache(out, cache_inputs(bundle, CFG))
-    other = ClipConfig(fps=4, frame_counts=(8,), sizes=((16, 16),), sample_rate=SR)
+    other = ClipConfig(fps=4, frame_counts=(4,), sizes=((16, 16),), sample_rate=SR)
     with pytest.raises(StaleCacheError, match=r"clip\.fps: 8\.0 -> 4\.0"):
         check_cache(out, cache_inputs(bundle, other))
     with pytest.raises(StaleCacheError, match="latent_dtype: 'float32' -> 'float16'"):
@@ -108,3 +108,27 @@ def test_diff_inputs_and_posterior_sampling():
     assert abs(draw.mean().item() - 0.5) < 0.1 and abs(draw.std().item() - 2.0) < 0.1
     again = sample_audio_latent(mean, scale, torch.Generator().manual_seed(0))
     assert torch.equal(draw, again)
+
+
+def test_real_bundle_audio_posterior_is_mean_and_std():
+    """The Stable Audio adapter stores the posterior's mean and std as [T, C] tokens (tiny random VAE)."""
+    import warnings
+
+    from diffusers import AutoencoderOobleck
+
+    from horse.codecs.stable_audio import StableAudioCodec, prepare_waveform as sa_prepare
+    from horse.data.cache import RealCodecBundle
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        vae = AutoencoderOobleck(encoder_hidden_size=4, downsampling_ratios=[2, 4], channel_multiples=[1, 2],
+                                 decoder_channels=4, decoder_input_channels=8, audio_channels=2)
+    codec = StableAudioCodec(vae)
+    bundle = RealCodecBundle(None, codec, None, {"kind": "test"})
+    wave = (0.1 * np.random.default_rng(0).standard_normal((1, 4410))).astype(np.float32)
+    mean, scale = bundle.encode_audio(wave, 44100, 4)
+    posterior = codec.encode(sa_prepare(wave, 44100))
+    np.testing.assert_allclose(mean, posterior.mean[0].T.numpy(), atol=1e-6)
+    np.testing.assert_allclose(scale, posterior.std[0].T.numpy(), atol=1e-6)
+    assert mean.shape[0] == codec.latent_shape(sa_prepare(wave, 44100).shape[-1])[1] and (scale > 0).all()

@@ -59,9 +59,9 @@ def _make_pack(cfg: DiTConfig, shapes: list[dict], seed: int = 0, coords_style: 
 
 
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max |a - b| / max |b| (in float64)."""
+    """||a - b|| / ||b|| (Frobenius, in float64): fp32 rounding noise of a few ulps per element stays ~1e-7."""
     a, b = a.double(), b.double()
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 @pytest.fixture(autouse=True)

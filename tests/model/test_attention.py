@@ -168,3 +168,14 @@ def test_no_mask_and_no_cross_sample_attention(tiny_config, random_model, make_p
     assert all(lq <= longest and lk <= longest for lq, lk, _ in calls), [c[:2] for c in calls]
     if local:  # the local layer's video queries see fewer keys than the whole sample
         assert min(lk for _, lk, _ in calls) < longest
+
+
+def test_token_order_within_a_sample_does_not_matter(tiny_config, random_model, make_pack, rel_err):
+    """spec 3.2: experts run on modality groups, attention in pack order; a shuffled sample gives shuffled outputs."""
+    cfg = tiny_config()
+    model = random_model(cfg)
+    packed, _ = make_pack(cfg, [PACK_SHAPES[0]])
+    out = model(packed.x, packed.coords, packed.modality)
+    perm = torch.randperm(packed.num_tokens, generator=torch.Generator().manual_seed(0))
+    shuffled = model(packed.x[perm], packed.coords[perm], packed.modality[perm])
+    assert rel_err(shuffled, out[perm]) <= 1e-6

@@ -78,6 +78,50 @@ def test_gelu7_upper_clamp_only():
     assert out[0] < 0  # no lower clamp: -10 * sigmoid(-17.02)
 
 
+def _ref_swiglu7(u):
+    g, lin = u[..., 0::2].clamp(max=7.0), u[..., 1::2].clamp(-7.0, 7.0)
+    return g * torch.sigmoid(1.702 * g) * (lin + 1)
+
+
+def _ref_gelu7(u):
+    g = u.clamp(max=7.0)
+    return g * torch.sigmoid(1.702 * g)
+
+
+def _away_from_kinks(n, seed):
+    # values spread over +-10, none within 0.05 of the clamp points where the derivative jumps
+    u = (torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2 - 1) * 10
+    near = (u.abs() - 7).abs() < 0.05
+    return torch.where(near, u + 0.1, u)
+
+
+@pytest.mark.parametrize("fn,ref", [(swiglu7, _ref_swiglu7), (gelu7, _ref_gelu7)], ids=["swiglu7", "gelu7"])
+def test_activation_backward(fn, ref):
+    u = _away_from_kinks(6 * 40, seed=3).reshape(6, 40).requires_grad_()
+    assert (u.detach() > 7).any() and (u.detach() < -7).any()
+    assert torch.autograd.gradcheck(fn, (u,))  # against finite differences
+    w = torch.randn(ref(u).shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    (grad,) = torch.autograd.grad((fn(u) * w).sum(), u)
+    (expected,) = torch.autograd.grad((ref(u) * w).sum(), u)
+    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_rmsnorm_backward(rel_err):
+    g = torch.Generator().manual_seed(5)
+    norm = MultiModalityRMSNorm(8, num_experts=3, eps=EPS)
+    with torch.no_grad():
+        norm.weight.uniform_(-0.5, 0.5, generator=g)
+    x = (torch.randn(2, 5, 8, generator=g) * 3).requires_grad_()
+    w = torch.randn(2, 5, 8, generator=g)
+    (norm(x, 1) * w).sum().backward()
+    x64 = x.detach().double().requires_grad_()
+    w64 = norm.weight.detach().double().requires_grad_()
+    (ref_rms(x64, w64[8:16]) * w).sum().backward()
+    assert rel_err(x.grad, x64.grad) < 1e-5
+    assert rel_err(norm.weight.grad, w64.grad) < 1e-5
+    assert torch.equal(norm.weight.grad[:8], torch.zeros(8)) and torch.equal(norm.weight.grad[16:], torch.zeros(8))
+
+
 # ---- RoPE -------------------------------------------------------------------------------------------------
 def test_rope_bands_computed_as_the_release_does():
     bands = rope_bands(16)

@@ -143,3 +143,35 @@ def test_pack_errors(tiny_config):
         pack([{"text": torch.zeros(2, 20)}], 12)
     with pytest.raises(ValueError):
         pack([], 12)
+
+
+def test_model_output_layout(tiny_config, random_model, make_pack):
+    """spec 3.1: video rows carry video_in values, audio rows audio_in values then zeros, text rows zeros."""
+    cfg = tiny_config()
+    packed, _ = make_pack(cfg, [dict(frames=2, h=2, w=4, audio=3, text=2), dict(frames=1, h=2, w=2, audio=2, text=3)])
+    out = random_model(cfg)(**packed.model_inputs())
+    assert out.shape == (packed.num_tokens, cfg.out_channels) and out.dtype == torch.float32
+    video, audio, text = (packed.modality == m for m in (VIDEO, AUDIO, TEXT))
+    assert (out[video].abs() > 0).all()
+    assert (out[audio][:, :cfg.audio_in_channels].abs() > 0).all()
+    assert torch.equal(out[audio][:, cfg.audio_in_channels:], torch.zeros(int(audio.sum()), 12 - 5))
+    assert torch.equal(out[text], torch.zeros(int(text.sum()), cfg.out_channels))
+
+
+def test_model_input_errors(tiny_config, random_model, make_pack):
+    cfg = tiny_config()
+    model = random_model(cfg)
+    packed, _ = make_pack(cfg, [dict(frames=1, h=2, w=2, audio=2, text=2)] * 2)
+    x, coords, modality = packed.x, packed.coords, packed.modality
+    with pytest.raises(ValueError, match="cu_seqlens"):
+        model(x, coords, modality, cu_seqlens=torch.tensor([0, 3, 4]))
+    with pytest.raises(ValueError, match="agree"):
+        model(x[:-1], coords, modality)
+    with pytest.raises(ValueError, match="columns"):
+        model(x[:, :6], coords, modality)
+    with pytest.raises(ValueError, match="modality"):
+        model(x, coords, modality + 1)
+    # narrower x is fine when no present modality needs the missing columns (video 12, audio 5: no text)
+    no_text = modality != TEXT
+    out = model(x[no_text][:, :12], coords[no_text], modality[no_text])
+    assert torch.isfinite(out).all()

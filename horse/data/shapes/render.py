@@ -37,7 +37,7 @@ def axis_track(start: float, velocity: float, extent: float, num_frames: int):
             t = (m * extent - start) / velocity
             if 0 < t <= num_frames - 1:
                 contacts.append((t, m % 2))
-    return positions, contacts
+    return positions, sorted(contacts)
 
 
 def trajectory(config: ShapesConfig, size: float, start_xy, velocity_xy) -> dict:

@@ -1,0 +1,39 @@
+"""AdamW with the right parameters kept out of weight decay, and a warmup + cosine schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from horse.model.init import no_weight_decay
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay, plain = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (plain if no_weight_decay(name, p, model.config) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.999),
+                    eps: float = 1e-8, fused: bool | None = None) -> torch.optim.Optimizer:
+    """AdamW without decay on norms, biases and parameters that never receive a gradient."""
+    kwargs = {"fused": fused} if fused is not None else {}
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps, **kwargs)
+
+
+def lr_lambda(warmup_steps: int, total_steps: int, min_ratio: float = 0.1):
+    """Linear warmup to 1, then cosine decay to ``min_ratio`` at ``total_steps``."""
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be positive, got {total_steps}")
+
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor

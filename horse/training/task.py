@@ -1,0 +1,124 @@
+"""The flow-matching training task: clean latents + text in, per-modality loss terms out.
+
+One micro-batch is a list of samples ``{"video": [C, T, h, w], "audio": [Na, Ca]
+(or "audio_mean"/"audio_scale" posteriors, sampled here), "text": [L, Ct]}``.
+Samples of equal latent shapes are noised together; all of them go through the
+DiT as one packed sequence (block-diagonal attention). The returned loss terms
+are sums and token counts, so a trainer can divide by counts reduced over
+gradient-accumulation steps and data-parallel ranks (a token-weighted mean per
+modality, never an average of per-rank means).
+
+Randomness, in order, from the one generator: audio posterior samples, caption
+dropout, then per shape group ``prepare_flow_inputs`` (levels, then noise),
+then TREAD's token selection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from horse.diffusion.loss import LossConfig, LossTerms, count_loss_tokens, modality_loss_terms
+from horse.diffusion.objective import (AUDIO_CHANNEL_DIM, VIDEO_CHANNEL_DIM, NoiseConfig, drop_captions,
+                                       leading_frames_mask, prepare_flow_inputs)
+from horse.model.packing import pack, unpack
+
+MODALITY_KEYS = ("video", "audio")
+
+
+@dataclass
+class TaskConfig:
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    coords_style: str = "v2"
+    caption_dropout: float = 0.1
+    # share of samples trained as TI2V: their first latent frame stays clean and unsupervised
+    ti2v_probability: float = 0.0
+
+
+@dataclass
+class StepTerms:
+    terms: dict[str, LossTerms]
+    metrics: dict[str, float]
+    num_tokens: int
+
+
+def sample_audio(sample: dict, generator: torch.Generator) -> Tensor:
+    if "audio" in sample:
+        return sample["audio"]
+    mean, scale = sample["audio_mean"], sample.get("audio_scale")
+    if scale is None or not bool((scale != 0).any()):
+        return mean
+    return mean + scale * torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
+
+
+def count_tokens(samples: list[dict], ti2v: list[bool] | None = None) -> dict[str, float]:
+    """Supervised tokens per modality of a micro-batch, known before its forward (for count reduction)."""
+    counts = {"video": 0.0, "audio": 0.0}
+    for i, s in enumerate(samples):
+        video = s["video"]
+        clean = 1 if ti2v and ti2v[i] else 0
+        counts["video"] += (video.shape[1] - clean) * video.shape[2] * video.shape[3]
+        audio = s["audio"] if "audio" in s else s["audio_mean"]
+        counts["audio"] += audio.shape[0]
+    return counts
+
+
+class FlowMatchingTask:
+    def __init__(self, model: torch.nn.Module, config: TaskConfig | None = None, null_text: Tensor | None = None):
+        self.model = model
+        self.config = config or TaskConfig()
+        self.null_text = null_text
+        if self.config.caption_dropout > 0 and null_text is None:
+            raise ValueError("caption_dropout > 0 needs the null text features (null_text=...)")
+
+    def draw_ti2v(self, batch_size: int, generator: torch.Generator) -> list[bool]:
+        p = self.config.ti2v_probability
+        if p <= 0:
+            return [False] * batch_size
+        return (torch.rand(batch_size, generator=generator) < p).tolist()
+
+    def compute(self, samples: list[dict], generator: torch.Generator, *, routing=None) -> StepTerms:
+        if not samples:
+            raise ValueError("empty micro-batch")
+        audio0 = [sample_audio(s, generator) for s in samples]
+        texts = [s["text"] for s in samples]
+        if self.config.caption_dropout > 0:
+            texts, dropped = drop_captions(texts, self.null_text, self.config.caption_dropout, generator)
+        ti2v = self.draw_ti2v(len(samples), generator)
+        groups: dict[tuple, list[int]] = {}
+        for i, s in enumerate(samples):
+            groups.setdefault((tuple(s["video"].shape), tuple(audio0[i].shape)), []).append(i)
+        noisy, prepared = [None] * len(samples), []
+        for idx in groups.values():
+            video0 = torch.stack([samples[i]["video"] for i in idx])
+            audio = torch.stack([audio0[i] for i in idx])
+            clean = None
+            if any(ti2v[i] for i in idx):
+                clean = leading_frames_mask(torch.tensor([ti2v[i] for i in idx]), video0.shape[2])
+            inputs = prepare_flow_inputs(video0, audio, self.config.noise, generator, video_clean=clean)
+            prepared.append((idx, inputs))
+            for j, i in enumerate(idx):
+                noisy[i] = {"video": inputs.video[j], "audio": inputs.audio[j], "text": texts[i]}
+        width = self.model.config.max_in_channels
+        packed = pack(noisy, width, self.config.coords_style)
+        packed = packed.to(samples[0]["video"].device)
+        out = self.model(**packed.model_inputs(), **({"routing": routing} if routing is not None else {}))
+        preds = unpack(out, packed, audio_channels=self.model.config.audio_in_channels)
+        terms: dict[str, LossTerms] = {}
+        metrics: dict[str, float] = {}
+        for idx, inputs in prepared:
+            v_video = torch.stack([preds[i]["video"] for i in idx])
+            v_audio = torch.stack([preds[i]["audio"] for i in idx])
+            for name, t in modality_loss_terms(v_video, v_audio, inputs).items():
+                prev = terms.get(name)
+                terms[name] = t if prev is None else LossTerms(prev.sum + t.sum, prev.count + t.count)
+        for name, t in terms.items():
+            metrics[f"loss_{name}"] = (t.sum.detach() / t.count.clamp_min(1)).item()
+        return StepTerms(terms, metrics, packed.num_tokens)
+
+
+__all__ = ["FlowMatchingTask", "TaskConfig", "StepTerms", "count_tokens", "sample_audio", "count_loss_tokens",
+           "VIDEO_CHANNEL_DIM", "AUDIO_CHANNEL_DIM"]

@@ -1,0 +1,1 @@
+"""The training application: Hydra + Lightning (+ DeepSpeed / FSDP2) around the horse library."""

@@ -1,0 +1,137 @@
+"""Run folders and checkpoints that survive SIGKILL at any moment.
+
+``outputs/<name>/checkpoints/step-N/`` is written as ``.step-N.tmp/`` (Lightning's
+state, a file or a sharded folder, plus per-rank EMA shards) and renamed into
+place only after a ``COMPLETE`` marker is written, so a run killed mid-save
+resumes from the previous complete step. The newest ``keep_last`` stay.
+SIGTERM / SIGUSR1 (preemption) save at the end of the current step and stop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+log = logging.getLogger(__name__)
+
+MARKER = "COMPLETE"
+STATE = "state.ckpt"
+STEP_RE = re.compile(r"^step-(\d+)$")
+
+
+def complete_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    folder = Path(run_dir) / "checkpoints"
+    found = []
+    if folder.is_dir():
+        for p in folder.iterdir():
+            m = STEP_RE.match(p.name)
+            if m and (p / MARKER).is_file():
+                found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    found = complete_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def clean_partial(run_dir: str | Path) -> None:
+    """Remove leftovers of saves that were killed before completing."""
+    folder = Path(run_dir) / "checkpoints"
+    if folder.is_dir():
+        for p in folder.glob(".step-*.tmp"):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class RunCheckpointer(L.Callback):
+    def __init__(self, run_dir: str | Path, every_n_steps: int, keep_last: int = 3, save_on_signal: bool = True):
+        if every_n_steps < 1 or keep_last < 1:
+            raise ValueError("checkpoint every_n_steps and keep_last must be >= 1")
+        self.run_dir = Path(run_dir)
+        self.every, self.keep_last, self.save_on_signal = every_n_steps, keep_last, save_on_signal
+        self._signal: int | None = None
+        self._previous = {}
+        self.last_validation: dict = {}
+
+    # ---- signals ----------------------------------------------------------
+    def on_train_start(self, trainer, pl_module) -> None:
+        if not self.save_on_signal:
+            return
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            try:
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread
+                pass
+
+    def _on_signal(self, signum, frame) -> None:
+        log.warning("received signal %s: saving a checkpoint at the end of this step, then stopping", signum)
+        self._signal = signum
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    # ---- saving -----------------------------------------------------------
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        flag = torch.tensor([1 if self._signal is not None else 0])
+        if trainer.world_size > 1:
+            flag = trainer.strategy.reduce(flag, reduce_op="sum")
+        preempted = bool(flag.item())
+        if step % self.every == 0 or preempted or step >= (trainer.max_steps or 0) > 0:
+            self.save(trainer, pl_module, step)
+        if preempted:
+            trainer.should_stop = True
+
+    def save(self, trainer, pl_module, step: int) -> Path:
+        folder = self.run_dir / "checkpoints"
+        final = folder / f"step-{step}"
+        if (final / MARKER).is_file():
+            return final
+        tmp = folder / f".step-{step}.tmp"
+        if trainer.is_global_zero:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        trainer.strategy.barrier("horse-ckpt-mkdir")
+        start = time.perf_counter()
+        trainer.save_checkpoint(str(tmp / STATE))
+        trainer.strategy.barrier("horse-ckpt-written")
+        if trainer.is_global_zero:
+            meta = {"step": step, "time": time.time(), "world_size": trainer.world_size,
+                    "strategy": type(trainer.strategy).__name__, "validation": self.last_validation}
+            marker = tmp / MARKER
+            with open(marker, "w") as f:
+                json.dump(meta, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            _fsync_dir(tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            _fsync_dir(folder)
+            self._prune()
+            log.info("saved %s in %.1fs", final, time.perf_counter() - start)
+        trainer.strategy.barrier("horse-ckpt-done")
+        return final
+
+    def _prune(self) -> None:
+        found = complete_checkpoints(self.run_dir)
+        for _, path in found[:-self.keep_last]:
+            shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,176 @@
+"""The LightningModule: one training step = one optimizer step over a window of micro-batches.
+
+Precision has one owner: parameters are fp32 masters and the model's precision
+policy casts compute; Lightning runs at "32-true" with no autocast of its own.
+Manual optimisation keeps the loss a token-weighted mean per modality over the
+whole window and every rank: token counts are summed over micro-batches and
+all-reduced before any backward, and DDP's gradient averaging is undone by
+``gradient_scale = world_size``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import nullcontext
+
+import lightning as L
+import torch
+
+from horse.data.stream import LoaderState
+from horse.diffusion.loss import LossConfig, combine_loss_terms
+from horse.model.dit import TokenRouting
+from horse.model.flops import training_flops
+from horse.training import EMA, FlowMatchingTask, TaskConfig, build_optimizer, count_tokens, lr_lambda
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class DiTTrainingModule(L.LightningModule):
+    def __init__(self, model: torch.nn.Module, task_config: TaskConfig, optim_cfg: dict, *, seed: int,
+                 null_text: torch.Tensor | None, ema_beta: float | None = 0.999, tread: dict | None = None,
+                 max_nonfinite: int = 5, peak_flops: float | None = None, num_workers: int = 0):
+        super().__init__()
+        self.model = model
+        self.task = FlowMatchingTask(model, task_config, null_text)
+        self.optim_cfg = dict(optim_cfg)
+        self.seed = seed
+        self.ema_beta = ema_beta
+        self.ema: EMA | None = None
+        self.tread = tread or {}
+        self.max_nonfinite = max_nonfinite
+        self.nonfinite_steps = 0
+        self.peak_flops = peak_flops
+        self.loader_state = LoaderState(num_workers)
+        self.automatic_optimization = False
+        self._last_step_time: float | None = None
+
+    # ---- set-up ---------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.ema_beta is not None and self.ema is None:
+            self.ema = EMA(self.model, beta=self.ema_beta)
+
+    def configure_optimizers(self):
+        c = self.optim_cfg
+        opt = build_optimizer(self.model, lr=c["lr"], weight_decay=c.get("weight_decay", 0.0),
+                              betas=tuple(c.get("betas", (0.9, 0.999))), eps=c.get("eps", 1e-8))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lr_lambda(c.get("warmup_steps", 0), c["total_steps"], c.get("min_lr_ratio", 0.1)))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ---- randomness -----------------------------------------------------
+    def _generator(self, micro: int) -> torch.Generator:
+        # A pure function of (seed, rank, step, micro-batch): resumes reproduce it without saved RNG state.
+        g = torch.Generator()
+        g.manual_seed(hash((self.seed, self.global_rank, self.global_step, micro)) & 0x7FFF_FFFF_FFFF_FFFF)
+        return g
+
+    def _routing(self, samples, generator):
+        if not self.tread:
+            return None
+        n = sum(s["video"].shape[1] * s["video"].shape[2] * s["video"].shape[3] // 4
+                + (s["audio"] if "audio" in s else s["audio_mean"]).shape[0] + s["text"].shape[0] for s in samples)
+        keep = torch.rand(n, generator=generator) >= self.tread["selection_rate"]
+        return TokenRouting(self.tread["start_layer"], self.tread["end_layer"], keep)
+
+    # ---- the step -------------------------------------------------------
+    def training_step(self, element, batch_idx):
+        self.loader_state.update(element)
+        window: list[list[dict]] = element["data"]
+        opt = self.optimizers()
+        sched = self.lr_schedulers()
+        world = self.trainer.world_size
+        counts = {"video": 0.0, "audio": 0.0}
+        for micro in window:
+            for k, v in count_tokens(micro).items():
+                counts[k] += v
+        totals = torch.tensor([counts["video"], counts["audio"]], dtype=torch.float64)
+        if world > 1:
+            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        total_counts = {"video": totals[0].item(), "audio": totals[1].item()}
+        loss_cfg: LossConfig = self.task.config.loss
+        loss_value, metrics_sum, tokens = 0.0, {}, 0
+        for i, micro in enumerate(window):
+            g = self._generator(i)
+            micro = [{k: v.to(self.device) for k, v in s.items()} for s in micro]
+            sync = nullcontext() if i == len(window) - 1 else self._no_sync()
+            with sync:
+                step = self.task.compute(micro, g, routing=self._routing(micro, g))
+                loss = combine_loss_terms(step.terms, loss_cfg, total_counts=total_counts, gradient_scale=world)
+                self.manual_backward(loss)
+            loss_value += loss.detach().item() / world
+            tokens += step.num_tokens
+            for k, v in step.terms.items():
+                metrics_sum[k] = metrics_sum.get(k, 0.0) + v.sum.detach().item()
+        loss_t = torch.tensor(loss_value, device=self.device)
+        if world > 1:
+            loss_t = self.trainer.strategy.reduce(loss_t, reduce_op="sum")
+        if not math.isfinite(loss_t.item()):
+            self.nonfinite_steps += 1
+            opt.zero_grad(set_to_none=True)
+            self.log("train/nonfinite_steps", float(self.nonfinite_steps), prog_bar=False)
+            if self.nonfinite_steps >= self.max_nonfinite:
+                raise NonFiniteLossError(
+                    f"{self.nonfinite_steps} steps had a non-finite loss (last at step {self.global_step}); "
+                    "lower the learning rate, check the data for NaNs, or raise trainer.max_nonfinite")
+            return None
+        clip = self.optim_cfg.get("grad_clip", 0.0)
+        grad_norm = None
+        if clip:
+            grad_norm = self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self._log_step(loss_t.item(), metrics_sum, total_counts, tokens, window, grad_norm)
+        return loss_t
+
+    def _no_sync(self):
+        strategy_model = getattr(self.trainer.strategy, "model", None)
+        if hasattr(strategy_model, "no_sync"):
+            return strategy_model.no_sync()
+        return nullcontext()
+
+    def _log_step(self, loss, sums, counts, tokens, window, grad_norm):
+        now = time.perf_counter()
+        metrics = {"train/loss": loss, "train/lr": self.lr_schedulers().get_last_lr()[0]}
+        for k, s in sums.items():
+            metrics[f"train/loss_{k}"] = s / max(counts[k] / self.trainer.world_size, 1.0)
+        if grad_norm is not None:
+            metrics["train/grad_norm"] = float(grad_norm)
+        if self._last_step_time is not None:
+            dt = now - self._last_step_time
+            metrics["train/tokens_per_s"] = tokens * self.trainer.world_size / dt
+            if self.peak_flops:
+                shapes = [(s["video"].shape[1] * s["video"].shape[2] * s["video"].shape[3] // 4,
+                           (s["audio"] if "audio" in s else s["audio_mean"]).shape[0], s["text"].shape[0])
+                          for micro in window for s in micro]
+                metrics["train/mfu"] = training_flops(self.model.config, shapes) / dt / self.peak_flops
+        self._last_step_time = now
+        self.log_dict(metrics, prog_bar=False, on_step=True, on_epoch=False)
+        self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        if "train/tokens_per_s" in metrics:
+            self.log("tok/s", metrics["train/tokens_per_s"], prog_bar=True, on_step=True, logger=False)
+
+    # ---- checkpoint state beyond Lightning's own ---------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["horse"] = {"loader": self.loader_state.state_dict(), "nonfinite_steps": self.nonfinite_steps,
+                               "ema": self.ema.state_dict() if self.ema is not None else None}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("horse", {})
+        self.loader_state = LoaderState(self.loader_state.num_workers, state.get("loader"))
+        self.nonfinite_steps = state.get("nonfinite_steps", 0)
+        self._pending_ema = state.get("ema")
+
+    def on_train_start(self) -> None:
+        pending = getattr(self, "_pending_ema", None)
+        if pending is not None and self.ema is not None:
+            self.ema.load_state_dict(pending)
+            self._pending_ema = None
