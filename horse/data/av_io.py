@@ -104,7 +104,9 @@ def encode_mp4(frames: np.ndarray, audio: np.ndarray | None, fps: float, sample_
         video = container.add_stream("libx264", rate=rate)
         video.height, video.width = frames.shape[1:3]
         video.pix_fmt = "yuv420p"
-        video.options = {"crf": str(crf), "preset": preset}
+        # mbtree off: x264's macroblock-tree rate control is not deterministic on tiny frames, and
+        # a dataset must be a deterministic function of its seed
+        video.options = {"crf": str(crf), "preset": preset, "x264-params": "mbtree=0"}
         audio_stream = None
         if audio is not None and audio.shape[1] > 0:
             stored_rate = aac_encode_rate(sample_rate)

@@ -104,7 +104,10 @@ class DiTConfig:
         and ignored; anything else unknown is an error so a typo is never silently dropped.
         """
         ignored = {"params_dtype", "checkpoint_qk_layernorm_rope", "tread_config", "num_heads_q", "num_heads_kv",
-                   "layernorm_epsilon"}
+                   "layernorm_epsilon", "activation_type"}
+        if d.get("activation_type", "swiglu7") != "swiglu7":
+            raise ValueError(f"activation_type {d['activation_type']!r} is not supported: the release uses swiglu7 "
+                             "everywhere except gelu7_layers; set gelu7_layers instead")
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {}
         for key, value in d.items():
@@ -114,9 +117,12 @@ class DiTConfig:
                 kwargs["norm_eps"] = value
             elif key not in ignored:
                 raise ValueError(f"unknown DiT config field {key!r}; known fields: {sorted(known)}")
-        if "num_heads_q" in d and d["num_heads_q"] != d.get("hidden_size", cls.hidden_size) // d.get(
+        # an unvalidated official ModelConfig dump carries 0 here until its validator fills them in
+        if d.get("num_heads_q") and d["num_heads_q"] != d.get("hidden_size", cls.hidden_size) // d.get(
                 "head_dim", cls.head_dim):
             raise ValueError("num_heads_q must equal hidden_size // head_dim")
+        if d.get("num_heads_kv") and d["num_heads_kv"] != d.get("num_query_groups", cls.num_query_groups):
+            raise ValueError("num_heads_kv must equal num_query_groups")
         return cls(**kwargs)
 
     def replace(self, **changes) -> "DiTConfig":

@@ -71,6 +71,9 @@ def audio_coords(num_audio: int, video_frames: int, style: str = "v2") -> torch.
     if style == "v2":
         ref = (num_audio - 1) // 4 + 1
     else:
+        if num_audio > 1 and video_frames < 1:
+            raise ValueError("v1 audio coords stretch audio over the video's latent frames: a sample without "
+                             "video needs coords_style='v2'")
         ref = video_frames if num_audio > 1 else 1
     return _coords(t, zeros, zeros, (num_audio, 1, 1), (ref, 1, 1))
 

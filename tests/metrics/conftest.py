@@ -11,14 +11,16 @@ WHISPER_SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|trans
 TINY_CLIP = {"projection_dim": 8,
              "text_config.hidden_size": 16, "text_config.intermediate_size": 32, "text_config.num_attention_heads": 2,
              "text_config.num_hidden_layers": 2, "text_config.vocab_size": 2 * len(ASCII) + 2,
-             "text_config.max_position_embeddings": 77,
+             "text_config.max_position_embeddings": 77, "text_config.bos_token_id": 2 * len(ASCII),
+             "text_config.eos_token_id": 2 * len(ASCII) + 1, "text_config.pad_token_id": 2 * len(ASCII) + 1,
              "vision_config.hidden_size": 16, "vision_config.intermediate_size": 32,
              "vision_config.num_attention_heads": 2, "vision_config.num_hidden_layers": 2,
              "vision_config.patch_size": 32, "vision_config.image_size": 224, "vision_config.num_channels": 3}
 TINY_WHISPER = {"d_model": 16, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
                 "decoder_attention_heads": 2, "encoder_ffn_dim": 32, "decoder_ffn_dim": 32, "num_mel_bins": 16,
                 "vocab_size": len(ASCII) + len(WHISPER_SPECIALS), "max_source_positions": 100,
-                "max_target_positions": 32}
+                "max_target_positions": 32, "pad_token_id": len(ASCII), "bos_token_id": len(ASCII),
+                "eos_token_id": len(ASCII), "decoder_start_token_id": len(ASCII) + 1}
 
 
 def _write_bpe(folder, vocab):
@@ -58,8 +60,9 @@ def tiny_whisper_dir(tmp_path_factory):
     tokenizer.add_special_tokens({"additional_special_tokens": WHISPER_SPECIALS[1:]})
     features = WhisperFeatureExtractor(feature_size=TINY_WHISPER["num_mel_bins"], chunk_length=2)
     WhisperProcessor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(folder)
-    config = WhisperConfig(**TINY_WHISPER, decoder_start_token_id=vocab[WHISPER_SPECIALS[1]],
-                           eos_token_id=vocab[eot], pad_token_id=vocab[eot], bos_token_id=vocab[eot])
+    assert vocab[eot] == TINY_WHISPER["eos_token_id"] and vocab[WHISPER_SPECIALS[1]] == TINY_WHISPER[
+        "decoder_start_token_id"]
+    config = WhisperConfig(**TINY_WHISPER)
     torch.manual_seed(0)
     WhisperForConditionalGeneration(config).save_pretrained(folder)
     return folder

@@ -14,7 +14,8 @@ Motion score (Open-Sora style, "motion score: 0.7" at the end of every caption):
     motion_score = round(clip(mean_speed / motion_score_max_speed, 0, 1), 1)   (max speed 5 px/frame)
 
 It is measured on the drawn track, so a bounce (which folds the step at the wall) lowers it slightly:
-slow clips score about 0.3-0.5 and fast ones 0.6-1.0. ``motion_phrase(score)`` gives the caption's
+slow clips score 0.3-0.5 and fast ones 0.6-1.0 (slow clips bounce 1.7 times on average, 1% never;
+fast ones 3.6 times). ``motion_phrase(score)`` gives the caption's
 phrase for a requested ``motion_strength``; a model trained on these captions maps it to px/frame.
 
 Splits: train/val never contain ``config.held_out`` colour x shape pairs; test interleaves
@@ -24,6 +25,8 @@ Everything is a deterministic function of (config, seed, split, index).
 API: ``ShapesConfig``, ``make_shapes(out_dir, num_train, num_val, num_test, seed, config)`` (cached,
 locked, atomic), ``make_clip`` / ``make_sample`` (one clip), ``make_caption`` / ``parse_caption`` /
 ``motion_phrase``, ``read_manifest`` / ``split_shards``; CLI ``horse data make-shapes`` (``cli.main``).
+The default dataset folder is ``$HORSE_CACHE/shapes_av/<hash of config, seed, counts, code version>``
+(``HORSE_CACHE`` defaults to ``~/.cache/horse``).
 """
 
 from .captions import CAPTION_TEMPLATES, make_caption, motion_phrase, parse_caption

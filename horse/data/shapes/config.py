@@ -8,7 +8,6 @@ pixels -> latent [48, 16, 8, 8] -> 16 tokens per frame after the DiT's 2x2 patch
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 
@@ -127,10 +126,7 @@ class ShapesConfig:
         if unknown:
             raise ValueError(f"unknown ShapesConfig fields {sorted(unknown)}")
         fixed = dict(data)
-        for key in ("colours", "backgrounds"):
-            if key in fixed:
-                fixed[key] = {k: tuple(v) for k, v in fixed[key].items()}
-        for key in ("speeds", "directions", "pitches"):
+        for key in ("colours", "backgrounds", "speeds", "directions", "pitches"):
             if key in fixed:
                 fixed[key] = {k: tuple(v) for k, v in fixed[key].items()}
         if "shapes" in fixed:
@@ -138,7 +134,3 @@ class ShapesConfig:
         if "held_out" in fixed:
             fixed["held_out"] = tuple(tuple(p) for p in fixed["held_out"])
         return cls(**fixed)
-
-    def fingerprint(self) -> str:
-        """Stable hash of every field (used in cache folder names and manifests)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
