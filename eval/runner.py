@@ -151,7 +151,11 @@ def evaluate(cfg, checkpoint: str | Path, out_dir: Path) -> dict:
     path = write_results(results, out_dir / RESULTS_FILE)
     write_report(results, out_dir / REPORT_FILE)
     if cfg.update_model_card:
-        append_model_card(checkpoint, _card_entry(results, path))
+        try:
+            append_model_card(checkpoint, _card_entry(results, path))
+        except OSError as err:  # e.g. a read-only release folder: the results stand on their own
+            print(f"eval: could not append to {checkpoint}'s model card ({err}); scores are in {path}",
+                  file=sys.stderr)
     return results
 
 

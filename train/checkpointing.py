@@ -5,6 +5,15 @@ state, a file or a sharded folder, plus per-rank EMA shards) and renamed into
 place only after a ``COMPLETE`` marker is written, so a run killed mid-save
 resumes from the previous complete step. The newest ``keep_last`` stay.
 SIGTERM / SIGUSR1 (preemption) save at the end of the current step and stop.
+
+Every rank also writes ``rank-R-of-W.pt`` (``LightningModule.rank_state()``: its loader
+position and, under ZeRO-3/FSDP2, its EMA shard), because the strategies keep the
+module's extra checkpoint state from rank 0 only.
+
+Test hook: ``HORSE_TEST_SLEEP_IN_SAVE=<seconds>`` makes rank 0 sleep after every rank
+has written its state and before the marker (only for the save of step
+``HORSE_TEST_SLEEP_IN_SAVE_STEP`` when that is set), so a test can SIGKILL a run in the
+middle of a checkpoint save.
 """
 
 from __future__ import annotations
@@ -26,6 +35,41 @@ log = logging.getLogger(__name__)
 MARKER = "COMPLETE"
 STATE = "state.ckpt"
 STEP_RE = re.compile(r"^step-(\d+)$")
+SLEEP_ENV, SLEEP_STEP_ENV = "HORSE_TEST_SLEEP_IN_SAVE", "HORSE_TEST_SLEEP_IN_SAVE_STEP"
+
+
+def rank_state_path(folder: str | Path, rank: int, world_size: int) -> Path:
+    return Path(folder) / f"rank-{rank}-of-{world_size}.pt"
+
+
+def save_rank_state(folder: str | Path, rank: int, world_size: int, state: dict) -> Path:
+    path = rank_state_path(folder, rank, world_size)
+    with open(path, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
+def load_rank_state(folder: str | Path, rank: int, world_size: int) -> dict | None:
+    """This rank's state from a step folder; None for a checkpoint without per-rank files."""
+    folder = Path(folder)
+    path = rank_state_path(folder, rank, world_size)
+    if path.is_file():
+        return torch.load(path, map_location="cpu", weights_only=False)
+    others = sorted(p.name for p in folder.glob("rank-*-of-*.pt"))
+    if others:
+        raise ValueError(f"{folder} was saved by a different number of processes ({others[0]}, ...) than this run's "
+                         f"{world_size}: resume with the same trainer.devices x trainer.num_nodes")
+    return None
+
+
+def _test_sleep(step: int) -> None:
+    seconds = float(os.environ.get(SLEEP_ENV, 0) or 0)
+    only = os.environ.get(SLEEP_STEP_ENV)
+    if seconds > 0 and (not only or int(only) == step):
+        log.warning("%s: sleeping %.1fs inside the save of step %d", SLEEP_ENV, seconds, step)
+        time.sleep(seconds)
 
 
 def complete_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
@@ -113,8 +157,11 @@ class RunCheckpointer(L.Callback):
         trainer.strategy.barrier("horse-ckpt-mkdir")
         start = time.perf_counter()
         trainer.save_checkpoint(str(tmp / STATE))
+        if hasattr(pl_module, "rank_state"):
+            save_rank_state(tmp, trainer.global_rank, trainer.world_size, pl_module.rank_state())
         trainer.strategy.barrier("horse-ckpt-written")
         if trainer.is_global_zero:
+            _test_sleep(step)
             meta = {"step": step, "time": time.time(), "world_size": trainer.world_size,
                     "strategy": type(trainer.strategy).__name__, "validation": self.last_validation}
             marker = tmp / MARKER

@@ -6,14 +6,24 @@ Manual optimisation keeps the loss a token-weighted mean per modality over the
 whole window and every rank: token counts are summed over micro-batches and
 all-reduced before any backward, and DDP's gradient averaging is undone by
 ``gradient_scale = world_size``.
+
+Strategies plug in through optional attributes of the Lightning strategy: a DeepSpeed
+strategy marks the accumulation boundary (``accumulation_context``), clips gradients
+itself (``clips_gradients``, ``grad_norm()``) and picks the EMA class (``ema_class``).
+EMA is created once the strategy has sharded the parameters (``on_fit_start``), so its
+shadows are shards too; sharded EMA and every rank's loader position are checkpointed
+per rank (``rank_state``), since the strategies' checkpoints keep this module's extra
+state from rank 0 only.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -34,7 +44,9 @@ class NonFiniteLossError(RuntimeError):
 class DiTTrainingModule(L.LightningModule):
     def __init__(self, model: torch.nn.Module, task_config: TaskConfig, optim_cfg: dict, *, seed: int,
                  null_text: torch.Tensor | None, ema_beta: float | None = 0.999, tread: dict | None = None,
-                 max_nonfinite: int = 5, peak_flops: float | None = None, num_workers: int = 0):
+                 max_nonfinite: int = 5, peak_flops: float | None = None, num_workers: int = 0,
+                 activation_checkpointing: bool = False, compile_layers: bool = False,
+                 losses_path: str | Path | None = None):
         super().__init__()
         self.model = model
         self.task = FlowMatchingTask(model, task_config, null_text)
@@ -48,12 +60,33 @@ class DiTTrainingModule(L.LightningModule):
         self.peak_flops = peak_flops
         self.loader_state = LoaderState(num_workers)
         self.automatic_optimization = False
+        self.activation_checkpointing, self.compile_layers = activation_checkpointing, compile_layers
+        self.losses_path = Path(losses_path) if losses_path is not None else None
         self._last_step_time: float | None = None
+        self._model_configured = False
+        self._pending_ema: dict | None = None
 
     # ---- set-up ---------------------------------------------------------
-    def setup(self, stage: str) -> None:
+    def configure_model(self) -> None:
+        """Activation checkpointing and per-layer compile (every strategy), then FSDP2 sharding (fsdp2 only)."""
+        if self._model_configured:
+            return
+        self._model_configured = True
+        if self.activation_checkpointing:
+            from horse.model.checkpointing import apply_activation_checkpointing
+            apply_activation_checkpointing(self.model)
+        if self.compile_layers:
+            for layer in self.model.block.layers:
+                layer.compile()
+        from .fsdp2 import is_fsdp2, shard_model
+        if self._trainer is not None and is_fsdp2(self.trainer.strategy):
+            shard_model(self.model, self.device_mesh["data_parallel"])
+
+    def on_fit_start(self) -> None:
+        # after the strategy wrapped/sharded the parameters: the shadows match their (local) shards
         if self.ema_beta is not None and self.ema is None:
-            self.ema = EMA(self.model, beta=self.ema_beta)
+            ema_class = getattr(self.trainer.strategy, "ema_class", EMA)
+            self.ema = ema_class(self.model, beta=self.ema_beta)
 
     def configure_optimizers(self):
         c = self.optim_cfg
@@ -98,8 +131,7 @@ class DiTTrainingModule(L.LightningModule):
         for i, micro in enumerate(window):
             g = self._generator(i)
             micro = [{k: v.to(self.device) for k, v in s.items()} for s in micro]
-            sync = nullcontext() if i == len(window) - 1 else self._no_sync()
-            with sync:
+            with self._accumulation_context(last=i == len(window) - 1):
                 step = self.task.compute(micro, g, routing=self._routing(micro, g))
                 loss = combine_loss_terms(step.terms, loss_cfg, total_counts=total_counts, gradient_scale=world)
                 self.manual_backward(loss)
@@ -119,23 +151,39 @@ class DiTTrainingModule(L.LightningModule):
                     f"{self.nonfinite_steps} steps had a non-finite loss (last at step {self.global_step}); "
                     "lower the learning rate, check the data for NaNs, or raise trainer.max_nonfinite")
             return None
+        strategy = self.trainer.strategy
         clip = self.optim_cfg.get("grad_clip", 0.0)
         grad_norm = None
-        if clip:
-            grad_norm = self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        if clip and not getattr(strategy, "clips_gradients", False):  # exactly one place clips
+            grad_norm = _as_float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
         opt.step()
+        if getattr(strategy, "clips_gradients", False):
+            grad_norm = strategy.grad_norm()
         opt.zero_grad(set_to_none=True)
         sched.step()
         if self.ema is not None:
             self.ema.update(self.model)
+        self._record_loss(loss_t.item())
         self._log_step(loss_t.item(), metrics_sum, total_counts, tokens, window, grad_norm)
         return loss_t
 
-    def _no_sync(self):
-        strategy_model = getattr(self.trainer.strategy, "model", None)
-        if hasattr(strategy_model, "no_sync"):
+    def _accumulation_context(self, last: bool):
+        """No gradient reduction before the window's last micro-batch (DDP no_sync, DeepSpeed's boundary)."""
+        strategy = self.trainer.strategy
+        if hasattr(strategy, "accumulation_context"):
+            return strategy.accumulation_context(last)
+        strategy_model = getattr(strategy, "model", None)
+        if not last and hasattr(strategy_model, "no_sync"):
             return strategy_model.no_sync()
-        return nullcontext()
+        return nullcontext()  # FSDP2 reduce-scatters every micro-batch (sharded gradients accumulate)
+
+    def _record_loss(self, loss: float) -> None:
+        """``losses.jsonl``: one line per optimizer step (rank 0), flushed, for exact-resume checks and plots."""
+        if self.losses_path is None or not self.trainer.is_global_zero:
+            return
+        with open(self.losses_path, "a") as f:
+            f.write(json.dumps({"step": self.global_step, "loss": loss}) + "\n")
+            f.flush()
 
     def _log_step(self, loss, sums, counts, tokens, window, grad_norm):
         now = time.perf_counter()
@@ -159,18 +207,68 @@ class DiTTrainingModule(L.LightningModule):
             self.log("tok/s", metrics["train/tokens_per_s"], prog_bar=True, on_step=True, logger=False)
 
     # ---- checkpoint state beyond Lightning's own ---------------------------
+    @property
+    def ema_sharded(self) -> bool:
+        return self.ema is not None and any(_is_shard(t) for t in self.ema.shadow.values())
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # rank 0's view; sharded EMA and per-rank loader positions go to rank_state()
         checkpoint["horse"] = {"loader": self.loader_state.state_dict(), "nonfinite_steps": self.nonfinite_steps,
-                               "ema": self.ema.state_dict() if self.ema is not None else None}
+                               "ema": ema_local_state(self.ema) if self.ema is not None and not self.ema_sharded
+                               else None}
+
+    def rank_state(self) -> dict:
+        """This rank's own part of a checkpoint (written by every rank next to the strategy's state)."""
+        return {"loader": self.loader_state.state_dict(),
+                "ema": ema_local_state(self.ema) if self.ema_sharded else None}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        from .checkpointing import load_rank_state
+
         state = checkpoint.get("horse", {})
-        self.loader_state = LoaderState(self.loader_state.num_workers, state.get("loader"))
         self.nonfinite_steps = state.get("nonfinite_steps", 0)
-        self._pending_ema = state.get("ema")
+        path = self.trainer.ckpt_path if self._trainer is not None else None
+        mine = load_rank_state(Path(path).parent, self.global_rank, self.trainer.world_size) if path else None
+        loader = mine["loader"] if mine is not None else state.get("loader")
+        self.loader_state = LoaderState(self.loader_state.num_workers, loader)
+        self._pending_ema = (mine or {}).get("ema") or state.get("ema")
 
     def on_train_start(self) -> None:
-        pending = getattr(self, "_pending_ema", None)
-        if pending is not None and self.ema is not None:
-            self.ema.load_state_dict(pending)
-            self._pending_ema = None
+        # after every restore path (before or after the strategy's set-up): the EMA exists now
+        if self._pending_ema is not None and self.ema is not None:
+            load_ema_local_state(self.ema, self._pending_ema)
+        self._pending_ema = None
+
+
+def _is_shard(t: torch.Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+    return isinstance(t, DTensor)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if _is_shard(t) else t
+
+
+def _as_float(norm) -> float:
+    return float(norm.full_tensor() if _is_shard(norm) else norm)
+
+
+def ema_local_state(ema: EMA) -> dict:
+    """EMA state with this rank's local tensors (DTensor shards as plain tensors: no mesh in the file)."""
+    state = ema.state_dict()
+    state["shadow"] = {n: _local(t).detach().clone() for n, t in state["shadow"].items()}
+    return state
+
+
+@torch.no_grad()
+def load_ema_local_state(ema: EMA, state: dict) -> None:
+    missing = set(ema.names) - set(state["shadow"])
+    if missing:
+        raise ValueError(f"the checkpoint's EMA lacks {len(missing)} parameters, e.g. {sorted(missing)[:3]}")
+    for n in ema.names:
+        local, saved = _local(ema.shadow[n]), state["shadow"][n]
+        if local.shape != saved.shape:
+            raise ValueError(f"EMA shard {n}: checkpoint has shape {tuple(saved.shape)}, this run {tuple(local.shape)}"
+                             " (sharded EMA resumes only with the same strategy and world size)")
+        local.copy_(saved)
+    ema.beta, ema.warmup, ema.updates = state["beta"], state["warmup"], state["updates"]

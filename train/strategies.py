@@ -8,7 +8,9 @@ DeepSpeed; DeepSpeed itself runs there with gloo).
 
 from __future__ import annotations
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from .app import container
 
 STRATEGIES = ("auto", "single", "ddp", "fsdp2", "deepspeed_zero2", "deepspeed_zero3")
 
@@ -30,4 +32,5 @@ def build_strategy(cfg: DictConfig):
     from .deepspeed_cpu import deepspeed_strategy
     stage = 2 if name == "deepspeed_zero2" else 3
     return deepspeed_strategy(stage, offload=bool(t.get("offload", False)), cpu=cpu,
-                              extra=OmegaConf.to_container(t.get("deepspeed") or {}, resolve=True))
+                              extra=container(t.get("deepspeed")),
+                              grad_clip=float(cfg.optim.get("grad_clip") or 0.0))

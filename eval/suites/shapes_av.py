@@ -127,6 +127,7 @@ def run(cfg, context) -> dict:
 
     from horse.data.shapes import code_version as data_code_version
     from horse.data.shapes import make_sample
+    from horse.metrics.shapes_av import SYNC_TOLERANCE_FRAMES
     from horse.pipeline import Pipeline
 
     suite, size = cfg.suite, cfg.size
@@ -139,8 +140,11 @@ def run(cfg, context) -> dict:
     if size.get("steps") is not None:
         sampler["steps"] = int(size.steps)
     timings, start = {}, time.perf_counter()
+    pipeline = Pipeline(context.checkpoint, context.device)
+    _check_checkpoint(pipeline, config)  # before any work: a wrong checkpoint fails at once
+    timings["load_s"] = time.perf_counter() - start
 
-    clips = []
+    start, clips = time.perf_counter(), []
     (context.out_dir / "reference").mkdir(parents=True, exist_ok=True)
     for index in tqdm(range(count), desc="reference clips", unit="clip", disable=not context.progress):
         sample = make_sample(config, data_seed, suite.split, index)
@@ -153,10 +157,7 @@ def run(cfg, context) -> dict:
                       "reference_scores": scored["scores"], "reference_detected": scored["detected"]})
     timings["reference_s"] = time.perf_counter() - start
 
-    start = time.perf_counter()
-    pipeline = Pipeline(context.checkpoint, context.device)
-    _check_checkpoint(pipeline, config)
-    metadata = None
+    start, metadata = time.perf_counter(), None
     for clip in tqdm(clips, desc="generating + scoring", unit="clip", disable=not context.progress):
         result = pipeline.generate(clip["prompt"], context.out_dir / clip["video"], duration=config.duration_s,
                                    fps=config.fps, resolution=[config.height, config.width],
@@ -172,7 +173,7 @@ def run(cfg, context) -> dict:
         "sampler": {k: metadata[k] for k in ("sampler", "steps", "shift")}, "guidance": metadata["guidance"],
         "fps": config.fps, "duration_s": config.duration_s, "resolution": [config.height, config.width],
         "dataset": {"root": root, "seed": data_seed, "config": config.to_dict(), "code_version": data_code_version()},
-        "sync_tolerance_frames": 1, "chance_draws": CHANCE_DRAWS,
+        "sync_tolerance_frames": SYNC_TOLERANCE_FRAMES, "chance_draws": CHANCE_DRAWS,
     }
     return {"settings": settings, "groups": summarise_groups(clips, config), "clips": clips, "timings": timings}
 

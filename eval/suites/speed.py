@@ -217,10 +217,12 @@ def run(cfg, context) -> dict:
                 runs.append(result)
                 clips.append({"id": f"{name}/{i - warmup}", "group": name, "prompt": prompt,
                               "video": str(path.relative_to(out_dir)), "reference": None, "detected": {},
-                              "scores": {f"{s}_s": result["seconds"][s] for s in STAGES} | {"total_s": result["total"]}})
+                              "scores": {**{f"{s}_s": result["seconds"][s] for s in STAGES},
+                                         "total_s": result["total"]}})
             else:
                 path.unlink(missing_ok=True)
-        median = {s: _median(r["seconds"][s] for r in runs) for s in STAGES} | {"total": _median(r["total"] for r in runs)}
+        median = {s: _median(r["seconds"][s] for r in runs) for s in STAGES}
+        median["total"] = _median(r["total"] for r in runs)
         peak = max((b for r in runs for b in r["peak_bytes"].values() if b is not None), default=None)
         res = runs[0]["resolution"]
         note = "tiny random 2-layer DiT + demo codecs" if str(spec).startswith("tiny:") else ""

@@ -42,7 +42,8 @@ def read_reference_dir(folder, limit: int | None = None) -> list:
         raise FileNotFoundError(f"reference_dir {folder} is not a folder of real clips")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in REFERENCE_SUFFIXES)[:limit]
     if len(files) < 2:
-        raise ValueError(f"reference_dir {folder} holds {len(files)} clips; FVD/FAD need at least 2 (hundreds to mean much)")
+        raise ValueError(f"reference_dir {folder} holds {len(files)} clips; FVD/FAD need at least 2 "
+                         "(hundreds to mean much)")
     return [decode_mp4(p) for p in files]
 
 
@@ -125,7 +126,8 @@ def set_scores(records: list[dict], settings: dict, device: str, skipped: dict) 
         from horse.metrics.frechet import frechet_distance_from_features
 
         model = load_vggish(weights["vggish"], key_lists.get("vggish", VGGISH_KEY_LIST), device)
-        real_emb = np.concatenate([vggish_embeddings(model, [c.audio], c.sample_rate) for c in real if c.audio is not None])
+        real_emb = np.concatenate([vggish_embeddings(model, [c.audio], c.sample_rate)
+                                   for c in real if c.audio is not None])
         gen_emb = np.concatenate([vggish_embeddings(model, [r["audio"]], r["sample_rate"]) for r in records])
         out["fad"] = frechet_distance_from_features(real_emb, gen_emb)
     else:

@@ -79,7 +79,9 @@ def mel_matrix(num_bins: int, sample_rate: int, num_bands: int = VGGISH_MEL_BAND
 def frame_signal(x: np.ndarray, length: int, hop: int) -> np.ndarray:
     """Frames ``[1 + (len - length) // hop, length, ...]`` along axis 0, no padding (empty if too short)."""
     count = 0 if len(x) < length else 1 + (len(x) - length) // hop
-    return np.stack([x[i * hop:i * hop + length] for i in range(count)]) if count else np.zeros((0, length, *x.shape[1:]))
+    if not count:
+        return np.zeros((0, length, *x.shape[1:]))
+    return np.stack([x[i * hop:i * hop + length] for i in range(count)])
 
 
 def to_mono_16k(waveform, sample_rate: int, target_rate: int = VGGISH_SAMPLE_RATE) -> np.ndarray:
@@ -118,10 +120,12 @@ def vggish_embeddings(model: VGGish, waveforms, sample_rate: int, batch_size: in
         raise ValueError(f"every clip is shorter than one VGGish example ({VGGISH_EXAMPLE_FRAMES * 10} ms)")
     device = next(model.parameters()).device
     x = torch.from_numpy(examples).float()[:, None]
-    return torch.cat([model(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]).double().numpy()
+    out = [model(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(out).double().numpy()
 
 
-def fad(model: VGGish, real_waveforms, generated_waveforms, sample_rate: int, generated_rate: int | None = None) -> float:
+def fad(model: VGGish, real_waveforms, generated_waveforms, sample_rate: int,
+        generated_rate: int | None = None) -> float:
     """FAD between two sets of waveforms (``[channels, S]`` or ``[S]``; rates may differ per set)."""
     real = vggish_embeddings(model, real_waveforms, sample_rate)
     gen = vggish_embeddings(model, generated_waveforms, generated_rate or sample_rate)

@@ -46,7 +46,10 @@ POOL_BEFORE = {"Mixed_3b": "MaxPool3d_3a_3x3", "Mixed_4b": "MaxPool3d_4a_3x3", "
 
 
 def same_padding(size: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...]) -> list[int]:
-    """TensorFlow "SAME" padding for F.pad (last dim first): total max(k - s, 0) or max(k - n % s, 0), front half floor."""
+    """TensorFlow "SAME" padding in F.pad order (last dim first).
+
+    Per dim: total = max(k - s, 0) when n % s == 0, else max(k - n % s, 0); the front gets the floor half.
+    """
     pads = []
     for n, k, s in zip(reversed(size), reversed(kernel), reversed(stride)):
         total = max(k - (s if n % s == 0 else n % s), 0)

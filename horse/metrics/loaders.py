@@ -256,6 +256,21 @@ def load_hf_folder(path, key_list, what: str, model_class):
     return model_class.from_pretrained(str(path), local_files_only=True).eval()
 
 
-__all__ = ["KEY_LIST_DIR", "KeyList", "KeyListMismatch", "check_config", "dump_key_list", "hf_key_list", "nest_config", "check_shapes", "load_checked_state_dict",
+_MODEL_LOADERS = {"load_i3d": "horse.metrics.fvd", "load_vggish": "horse.metrics.fad",
+                  "load_syncnet": "horse.metrics.sync", "load_clip": "horse.metrics.clip_score",
+                  "load_whisper": "horse.metrics.asr"}
+
+
+def __getattr__(name: str):
+    """``from horse.metrics.loaders import load_i3d`` etc.: the per-model loaders live beside their metric."""
+    if name in _MODEL_LOADERS:
+        import importlib
+
+        return getattr(importlib.import_module(_MODEL_LOADERS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["KEY_LIST_DIR", "KeyList", "KeyListMismatch", "check_config", "dump_key_list", "hf_key_list", "nest_config",
+           "check_shapes", "load_checked_state_dict",
            "load_hf_folder", "load_key_list", "load_module_weights", "load_torch_weights", "make_key_list",
            "read_weight_shapes", "require_path"]

@@ -50,6 +50,7 @@ class ScorerSettings:
     triangle_skew: float = 0.28  # |skewness| of the row mass profile above this: a triangle (exactly 0.566)
     axis_speed_ratio: float = 0.35  # an axis moves when its median |step| >= this x the median step length
     min_axis_speed_px: float = 0.4  # ... and at least this many px/frame
+    fold_margin_px: float = 0.3  # a bounce at the first frame must fit better by this (see axis_bounces)
     envelope_smooth_s: float = 0.004  # moving average of the Hilbert envelope
     silence_level: float = 0.01  # envelope peak below this: no sound at all
     onset_fraction: float = 0.3  # an onset: envelope rises above this x the envelope's 99th percentile
@@ -96,8 +97,10 @@ def detect_shape(frames: np.ndarray, config: ShapesConfig, settings: ScorerSetti
     fill = float(np.median(areas[present] / (extent_x[present] * extent_y[present])))
     row_mass = coverage.sum(axis=2)[present]  # [frames with a shape, H]
     dy = ys[None, :] - cy[present, None]
-    skew = float(np.median((row_mass * dy**3).sum(1) / areas[present]
-                           / ((row_mass * dy**2).sum(1) / areas[present]) ** 1.5))
+    with np.errstate(invalid="ignore", divide="ignore"):  # a one-row shape has no spread: no skewness
+        skews = ((row_mass * dy**3).sum(1) / areas[present]) / ((row_mass * dy**2).sum(1) / areas[present]) ** 1.5
+    skews = skews[np.isfinite(skews)]
+    skew = float(np.median(skews)) if skews.size else math.nan
     shape = _classify_shape(fill, skew, config.shapes, settings)
     side = math.sqrt(float(np.median(areas[present])) / SHAPE_FILL[shape])
     size = min(config.sizes, key=lambda s: abs(config.sizes[s] - side))
@@ -110,7 +113,7 @@ def detect_shape(frames: np.ndarray, config: ShapesConfig, settings: ScorerSetti
 
 def _classify_shape(fill: float, skew: float, shapes, settings: ScorerSettings) -> str:
     """Triangle when the vertical mass profile is skewed (apex-up: -0.566), else the nearest fill ratio."""
-    if "triangle" in shapes and abs(skew) >= settings.triangle_skew:
+    if "triangle" in shapes and math.isfinite(skew) and abs(skew) >= settings.triangle_skew:
         return "triangle"
     symmetric = [s for s in shapes if s != "triangle"] or list(shapes)
     return min(symmetric, key=lambda s: abs(SHAPE_FILL[s] - fill))
@@ -125,15 +128,17 @@ def _fill_gaps(track: np.ndarray) -> np.ndarray | None:
     return np.stack([np.interp(k, k[ok], track[ok, d]) for d in range(2)], axis=1)
 
 
-def axis_bounces(p: np.ndarray, lo: float, hi: float, step: float) -> tuple[list[int], int, float]:
+def axis_bounces(p: np.ndarray, lo: float, hi: float, step: float,
+                 fold_margin_px: float = 0.3) -> tuple[list[int], int, float]:
     """Fit reflected constant-speed motion to a moving 1-D track ``p`` [F] between walls lo < hi.
 
     ``step``: the axis's speed in px/frame. Both initial directions are tried; from each observed position the
     next one is predicted (straight on, or folded at the wall when the wall is nearer than ``step``, a contact
-    at k + gap/step whose bounce frame is the nearest frame, as in ``render.trajectory``). Returns the bounce
-    frames, the initial direction (+1 / -1) and the mean prediction error in px of the better fit.
+    at k + gap/step whose bounce frame is the nearest frame, as in ``render.trajectory``). A shape starting at a
+    wall fits both nearly equally (they differ by 2 x its gap): the fit with a bounce at frame 0 must then win by
+    ``fold_margin_px``. Returns the bounce frames, the initial direction (+1 / -1) and the mean prediction error.
     """
-    best = None
+    fits = {}
     for first in (+1, -1):
         sign, bounces, error = first, [], 0.0
         for k in range(len(p) - 1):
@@ -145,9 +150,12 @@ def axis_bounces(p: np.ndarray, lo: float, hi: float, step: float) -> tuple[list
             else:
                 predicted = p[k] + sign * step
             error += abs(p[k + 1] - predicted)
-        if best is None or error < best[2]:
-            best = (bounces, first, error)
-    bounces, first, error = best
+        fits[first] = (bounces, error)
+    first = min(fits, key=lambda s: fits[s][1])
+    other = -first
+    if fits[first][0][:1] == [0] and fits[other][0][:1] != [0] and fits[other][1] - fits[first][1] < fold_margin_px:
+        first = other
+    bounces, error = fits[first]
     return bounces, first, error / max(1, len(p) - 1)
 
 
@@ -164,11 +172,12 @@ def analyse_motion(shape: dict, config: ShapesConfig, settings: ScorerSettings =
     extent = (config.width, config.height)
     signs, bounces = [0, 0], set()
     for d in range(2):
-        axis_step = float(np.median(np.abs(steps[:, d])))
-        if axis_step < max(settings.min_axis_speed_px, settings.axis_speed_ratio * step_length):
+        sizes = np.sort(np.abs(steps[:, d]))
+        if np.median(sizes) < max(settings.min_axis_speed_px, settings.axis_speed_ratio * step_length):
             continue
+        axis_step = float(sizes[len(sizes) // 4:].mean())  # steps folded at a wall are the short ones: drop them
         lo, hi = offset[d], extent[d] - side + offset[d]  # the centroid's reach between the walls
-        frames, signs[d], _ = axis_bounces(track[:, d], lo, hi, axis_step)
+        frames, signs[d], _ = axis_bounces(track[:, d], lo, hi, axis_step, settings.fold_margin_px)
         bounces.update(frames)
     direction = None
     for name, vec in config.directions.items():

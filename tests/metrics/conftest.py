@@ -65,4 +65,12 @@ def tiny_whisper_dir(tmp_path_factory):
     config = WhisperConfig(**TINY_WHISPER)
     torch.manual_seed(0)
     WhisperForConditionalGeneration(config).save_pretrained(folder)
+    # Language/task tables as released Whisper folders carry them (written to the file: transformers rebuilds a
+    # generation config marked _from_model_config from the model config on load).
+    generation = json.loads((folder / "generation_config.json").read_text())
+    generation.pop("_from_model_config", None)
+    generation.update(lang_to_id={"<|en|>": vocab["<|en|>"]}, is_multilingual=True,
+                      task_to_id={"transcribe": vocab["<|transcribe|>"], "translate": vocab["<|translate|>"]},
+                      no_timestamps_token_id=vocab["<|notimestamps|>"])
+    (folder / "generation_config.json").write_text(json.dumps(generation))
     return folder

@@ -114,7 +114,7 @@ def _loop_mfcc(x, rate=16000):
     import math
 
     x = [x[0]] + [x[i] - 0.97 * x[i - 1] for i in range(1, len(x))]
-    frame = np.array(x[:400] + [0.0] * 0)
+    frame = np.array(x[:400])
     spec = np.abs(np.fft.rfft(frame, 512)) ** 2 / 512
     mel = lambda f: 2595 * math.log10(1 + f / 700)  # noqa: E731
     inv = lambda m: 700 * (10 ** (m / 2595) - 1)  # noqa: E731
