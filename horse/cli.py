@@ -11,6 +11,7 @@ COMMANDS = {
     "init-checkpoint": ("horse.pipeline.init_cli", "write a randomly initialised demo checkpoint folder"),
     "data": ("horse.data.cli", "datasets: 'horse data {cache,inspect,make-shapes} ...'"),
     "bench": (None, "benchmarks: 'horse bench model ...'"),
+    "export": ("train.export", "a training run's checkpoint -> a checkpoint folder (run from the repository)"),
 }
 BENCHES = {"model": "horse.bench.model"}
 

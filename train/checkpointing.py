@@ -10,10 +10,11 @@ Every rank also writes ``rank-R-of-W.pt`` (``LightningModule.rank_state()``: its
 position and, under ZeRO-3/FSDP2, its EMA shard), because the strategies keep the
 module's extra checkpoint state from rank 0 only.
 
-Test hook: ``HORSE_TEST_SLEEP_IN_SAVE=<seconds>`` makes rank 0 sleep after every rank
-has written its state and before the marker (only for the save of step
-``HORSE_TEST_SLEEP_IN_SAVE_STEP`` when that is set), so a test can SIGKILL a run in the
-middle of a checkpoint save.
+Test hooks (tests/train/test_exact_resume.py SIGKILLs runs at exact points with them):
+``HORSE_TEST_SLEEP_IN_SAVE=<seconds>[@<step>]`` makes rank 0 sleep after every rank has
+written its state and before the marker (in the save of ``<step>`` only, when given);
+``HORSE_TEST_SLEEP_AFTER_STEP=<seconds>@<step>`` makes it sleep at the end of that step
+(after any validation and save). Each logs a ``sleeping`` warning first.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 MARKER = "COMPLETE"
 STATE = "state.ckpt"
 STEP_RE = re.compile(r"^step-(\d+)$")
-SLEEP_ENV, SLEEP_STEP_ENV = "HORSE_TEST_SLEEP_IN_SAVE", "HORSE_TEST_SLEEP_IN_SAVE_STEP"
+SLEEP_IN_SAVE_ENV, SLEEP_AFTER_STEP_ENV = "HORSE_TEST_SLEEP_IN_SAVE", "HORSE_TEST_SLEEP_AFTER_STEP"
 
 
 def rank_state_path(folder: str | Path, rank: int, world_size: int) -> Path:
@@ -64,12 +65,15 @@ def load_rank_state(folder: str | Path, rank: int, world_size: int) -> dict | No
     return None
 
 
-def _test_sleep(step: int) -> None:
-    seconds = float(os.environ.get(SLEEP_ENV, 0) or 0)
-    only = os.environ.get(SLEEP_STEP_ENV)
-    if seconds > 0 and (not only or int(only) == step):
-        log.warning("%s: sleeping %.1fs inside the save of step %d", SLEEP_ENV, seconds, step)
-        time.sleep(seconds)
+def _test_sleep(env: str, step: int) -> None:
+    """The test hooks of the module docstring: ``<seconds>[@<step>]`` in ``env``."""
+    value = os.environ.get(env, "")
+    if not value:
+        return
+    seconds, _, only = value.partition("@")
+    if float(seconds) > 0 and (not only or int(only) == step):
+        log.warning("%s: sleeping %ss at step %d", env, seconds, step)
+        time.sleep(float(seconds))
 
 
 def complete_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
@@ -144,6 +148,8 @@ class RunCheckpointer(L.Callback):
             self.save(trainer, pl_module, step)
         if preempted:
             trainer.should_stop = True
+        if trainer.is_global_zero:
+            _test_sleep(SLEEP_AFTER_STEP_ENV, step)
 
     def save(self, trainer, pl_module, step: int) -> Path:
         folder = self.run_dir / "checkpoints"
@@ -161,7 +167,7 @@ class RunCheckpointer(L.Callback):
             save_rank_state(tmp, trainer.global_rank, trainer.world_size, pl_module.rank_state())
         trainer.strategy.barrier("horse-ckpt-written")
         if trainer.is_global_zero:
-            _test_sleep(step)
+            _test_sleep(SLEEP_IN_SAVE_ENV, step)
             meta = {"step": step, "time": time.time(), "world_size": trainer.world_size,
                     "strategy": type(trainer.strategy).__name__, "validation": self.last_validation}
             marker = tmp / MARKER

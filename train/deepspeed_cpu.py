@@ -166,8 +166,15 @@ class HorseDeepSpeedStrategy(DeepSpeedStrategy):
 
     @contextmanager
     def accumulation_context(self, last: bool):
-        """Around one micro-batch's backward: reduce and let ``step()`` update only after the last one."""
-        self.deepspeed_engine.set_gradient_accumulation_boundary(last)
+        """Around one micro-batch's forward + backward: reduce and let ``step()`` update only after the last one."""
+        engine = self.deepspeed_engine
+        # What engine.forward() does per micro-batch (the module's micro-batches run inside ONE engine
+        # forward, Lightning's training_step): ZeRO-3 counts micro-steps there, and without it each
+        # backward would overwrite (not add to) the previous micro-batch's gradient partitions.
+        clear = getattr(engine.optimizer, "clear_backward_seen_flag", None)
+        if clear is not None:
+            clear()
+        engine.set_gradient_accumulation_boundary(last)
         yield
 
     def grad_norm(self) -> float | None:

@@ -22,7 +22,6 @@ Checkpoint files are unpickled (``weights_only=False``): export only runs you tr
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import datetime
 import json
@@ -38,8 +37,9 @@ WEIGHT_CHOICES = ("auto", "ema", "raw")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 MODEL_PREFIX = "model."              # the LightningModule holds the DiT as ``self.model``
 DEEPSPEED_PREFIX = "_forward_module."  # Lightning's wrapper around the module in older DeepSpeed checkpoints
-DCP_MODEL_PREFIX = "state_dict." + MODEL_PREFIX
+DCP_MODEL_PREFIX = "state_dict." + MODEL_PREFIX  # DCP flattens nested keys with dots
 DCP_EXTRA_STATE = "meta.pt"          # Lightning's non-tensor state next to a DCP folder's shards
+LOSSES_FILE = "losses.jsonl"         # the module's per-step train losses (rank 0)
 TRAIN_LOSS_WINDOW = 20               # logged steps averaged into the card's "train loss (mean of last N)"
 MAX_LISTED = 8                       # keys shown in a mismatch error
 
@@ -106,27 +106,15 @@ def _read_dcp(path: Path) -> tuple[dict, dict, dict | None]:
     from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
 
-    keys = {k for k in FileSystemReader(str(path)).read_metadata().state_dict_metadata if k.startswith(DCP_MODEL_PREFIX)}
+    stored = FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    keys = {k for k in stored if k.startswith(DCP_MODEL_PREFIX)}  # the weights only, not the optimizer
     if not keys:
         raise ValueError(f"{path} holds no model entries ({DCP_MODEL_PREFIX}*); was it written by train.py?")
-    loaded = _load_state_dict_from_keys(keys, checkpoint_id=str(path))
-    flat = _flatten(loaded)
+    model = _load_state_dict_from_keys(keys, checkpoint_id=str(path))["state_dict"]  # nested back: {"model.x": t}
     extra_file = path / DCP_EXTRA_STATE
     extra = torch.load(extra_file, map_location="cpu", weights_only=False).get("horse") or {} \
         if extra_file.is_file() else {}
-    return _strip(flat, DCP_MODEL_PREFIX, str(path)), extra, (extra.get("ema") or {}).get("shadow")
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    """DCP may hand back nested dicts ({"state_dict": {"model.x": t}}) or dotted keys: make them dotted."""
-    out = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
+    return _strip(model, MODEL_PREFIX, str(path)), extra, (extra.get("ema") or {}).get("shadow")
 
 
 def _layout(state: Path) -> str:
@@ -153,19 +141,21 @@ def read_step(folder: str | Path, shapes: dict[str, torch.Size] | None = None) -
     reader = {"lightning": _read_lightning, "deepspeed": _read_deepspeed, "dcp": _read_dcp}[layout]
     raw, extra, ema = reader(folder / STATE)
     raw = {k: v.float() if v.is_floating_point() else v for k, v in raw.items()}
+    if shapes is not None:
+        _check_keys(raw, shapes, str(folder))
     ema = _consolidate_ema(folder, ema, shapes or {k: v.shape for k, v in raw.items()}, marker)
     return StepState(int(match.group(1)), folder, marker, raw, ema, extra, layout)
 
 
-def _rank_shadows(folder: Path) -> list[dict] | None:
+def _rank_shadows(folder: Path, world: int) -> list[dict] | None:
     """EMA shadows of every rank's ``rank-R-of-W.pt``, in rank order; None when the step has no sharded EMA."""
-    files = sorted(folder.glob("rank-*-of-*.pt"))
-    if not files:
+    from .checkpointing import rank_state_path
+
+    paths = [rank_state_path(folder, rank, world) for rank in range(world)]
+    if not any(p.is_file() for p in paths):
         return None
-    world = int(files[0].stem.split("-of-")[1])
     shadows = []
-    for rank in range(world):
-        path = folder / f"rank-{rank}-of-{world}.pt"
+    for path in paths:
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: the step's EMA shards are incomplete")
         state = torch.load(path, map_location="cpu", weights_only=False)
@@ -176,7 +166,7 @@ def _rank_shadows(folder: Path) -> list[dict] | None:
 
 
 def _consolidate_ema(folder: Path, rank0_shadow: dict | None, shapes: dict, marker: dict) -> dict | None:
-    shards = _rank_shadows(folder) or ([rank0_shadow] if rank0_shadow else None)
+    shards = _rank_shadows(folder, int(marker.get("world_size") or 1)) or ([rank0_shadow] if rank0_shadow else None)
     if shards is None:
         return None
     ema = {}
@@ -217,22 +207,20 @@ def choose_weights(weights: str, state: StepState) -> tuple[str, str]:
 
 
 def train_losses(run_dir: Path, up_to_step: int, window: int = TRAIN_LOSS_WINDOW) -> dict:
-    """Last logged train loss and the mean of the last ``window`` ones up to ``up_to_step`` (metrics CSV)."""
-    path = run_dir / "metrics" / "metrics.csv"
+    """Last train loss and the mean of the last ``window`` ones up to ``up_to_step``, from ``losses.jsonl`` (one
+    line per optimizer step, kept across resumes; a step replayed after a resume counts once, its last value)."""
+    path = run_dir / LOSSES_FILE
     if not path.is_file():
         return {}
-    losses = []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            value, step = row.get("train/loss"), row.get("step")
-            if value and step and int(step) < up_to_step:  # Lightning logs step s for the (s+1)-th update
-                losses.append((int(step), float(value)))
+    losses = {}
+    for entry in (json.loads(line) for line in path.read_text().splitlines() if line.strip()):
+        if entry["step"] <= up_to_step:
+            losses[int(entry["step"])] = float(entry["loss"])
     if not losses:
         return {}
-    losses.sort()
-    last = [v for _, v in losses[-window:]]
-    return {"last": losses[-1][1], "last_logged_step": losses[-1][0] + 1,
-            f"mean_last_{len(last)}": sum(last) / len(last)}
+    steps = sorted(losses)
+    last = [losses[s] for s in steps[-window:]]
+    return {"last": losses[steps[-1]], "step": steps[-1], f"mean_last_{len(last)}": sum(last) / len(last)}
 
 
 def model_card(run_dir: Path, cfg, state: StepState, kind: str, why: str, dtype: str, base: dict) -> dict:
@@ -260,7 +248,8 @@ def model_card(run_dir: Path, cfg, state: StepState, kind: str, why: str, dtype:
                    "validation": {k: val[k] for k in ("step", "raw", "ema") if k in val}},
         "weights": {"used": kind, "reason": why, "dtype": dtype},
         "export": {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                   "horse_version": horse_version, "checkpoint": str(state.folder.relative_to(run_dir))},
+                   "horse_version": horse_version, "checkpoint": str(state.folder.relative_to(run_dir)),
+                   "layout": state.layout},
     }
 
 
@@ -292,10 +281,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, step: int | None = N
 
     from .validation import export_config
 
-    if weights not in WEIGHT_CHOICES:
-        raise ValueError(f"weights must be one of {WEIGHT_CHOICES}, got {weights!r}")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if weights not in WEIGHT_CHOICES or dtype not in DTYPES:
+        raise ValueError(f"weights must be one of {WEIGHT_CHOICES} and dtype one of {sorted(DTYPES)}, got "
+                         f"{weights!r} and {dtype!r}")
     run_dir = Path(run_dir)
     folder = find_step(run_dir, step)
     config_path = run_dir / "config.yaml"
@@ -306,7 +294,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, step: int | None = N
     with torch.device("meta"):
         expected = {k: v.shape for k, v in DiTModel(config.dit_config()).state_dict().items()}
     state = read_step(folder, expected)
-    _check_keys(state.raw, expected, str(folder))
     kind, why = choose_weights(weights, state)
     state_dict = dict(state.raw)
     if kind == "ema":

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -15,6 +16,7 @@ from horse.diffusion.objective import NoiseConfig
 from horse.training import TaskConfig
 
 from .app import build_model, container, dump_json, save_resolved_config
+from .budget import TimeBudget
 from .checkpointing import RunCheckpointer, clean_partial, latest_checkpoint
 from .data import window_loader
 from .datasets import build_data
@@ -61,8 +63,9 @@ def resolve_resume(cfg: DictConfig, run_dir: Path) -> str | None:
 
 def fit(cfg: DictConfig, plan) -> dict:
     run_dir = Path(cfg.run_dir).absolute()
-    save_resolved_config(cfg, run_dir)
-    clean_partial(run_dir)
+    if rank_zero_only.rank == 0:  # (the rank from the launcher's env: every rank runs this file)
+        save_resolved_config(cfg, run_dir)  # two ranks racing on its temporary file would crash one
+        clean_partial(run_dir)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     t0 = time.perf_counter()
     data = build_data(cfg.data)
@@ -85,7 +88,8 @@ def fit(cfg: DictConfig, plan) -> dict:
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
         strategy=build_strategy(cfg), precision="32-true", max_steps=cfg.trainer.max_steps,
         limit_val_batches=0, num_sanity_val_steps=0, logger=build_loggers(cfg, run_dir),
-        callbacks=[validator, checkpointer, progress_bar()], enable_checkpointing=False,
+        callbacks=[validator, checkpointer, TimeBudget(cfg.trainer.get("max_minutes"), checkpointer),
+                   progress_bar()], enable_checkpointing=False,
         default_root_dir=str(run_dir), log_every_n_steps=cfg.trainer.log_every_n_steps,
         use_distributed_sampler=False, enable_model_summary=False, deterministic=False)
     ckpt = resolve_resume(cfg, run_dir)

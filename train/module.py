@@ -163,7 +163,7 @@ class DiTTrainingModule(L.LightningModule):
         sched.step()
         if self.ema is not None:
             self.ema.update(self.model)
-        self._record_loss(loss_t.item())
+        self._record_loss(loss_t.item(), grad_norm)
         self._log_step(loss_t.item(), metrics_sum, total_counts, tokens, window, grad_norm)
         return loss_t
 
@@ -177,12 +177,12 @@ class DiTTrainingModule(L.LightningModule):
             return strategy_model.no_sync()
         return nullcontext()  # FSDP2 reduce-scatters every micro-batch (sharded gradients accumulate)
 
-    def _record_loss(self, loss: float) -> None:
+    def _record_loss(self, loss: float, grad_norm: float | None) -> None:
         """``losses.jsonl``: one line per optimizer step (rank 0), flushed, for exact-resume checks and plots."""
         if self.losses_path is None or not self.trainer.is_global_zero:
             return
         with open(self.losses_path, "a") as f:
-            f.write(json.dumps({"step": self.global_step, "loss": loss}) + "\n")
+            f.write(json.dumps({"step": self.global_step, "loss": loss, "grad_norm": grad_norm}) + "\n")
             f.flush()
 
     def _log_step(self, loss, sums, counts, tokens, window, grad_norm):
@@ -209,7 +209,8 @@ class DiTTrainingModule(L.LightningModule):
     # ---- checkpoint state beyond Lightning's own ---------------------------
     @property
     def ema_sharded(self) -> bool:
-        return self.ema is not None and any(_is_shard(t) for t in self.ema.shadow.values())
+        """EMA shadows are per-rank shards (FSDP2 DTensors, ZeRO-3 ``ds_tensor`` partitions)."""
+        return self.ema is not None and any(_is_shard(p) or hasattr(p, "ds_tensor") for p in self.model.parameters())
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # rank 0's view; sharded EMA and per-rank loader positions go to rank_state()

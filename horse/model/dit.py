@@ -158,12 +158,15 @@ class Adapter(nn.Module):
 class DiTModel(nn.Module):
     """``forward(x [N, C], coords [N, 9], modality [N])`` -> velocity ``[N, out_channels]``.
 
-    Video rows carry ``video_in_channels`` values in the channel-minor patch order,
-    audio rows ``audio_in_channels`` values then zeros, text rows zeros.
+    Inputs: video rows in the channel-major patch order (``patchify_video(order="in")``).
+    Output: video rows carry ``video_in_channels`` values in the channel-minor order
+    (``order="out"``), audio rows ``audio_in_channels`` values then zeros, text rows zeros.
+    Weights are initialised with ``horse.model.init.init_weights`` (seeded by ``seed``)
+    unless the model lives on the meta device (for loading a checkpoint).
     """
 
     def __init__(self, config: DiTConfig | str | dict = "demo", precision: str | PrecisionPolicy = "fp32",
-                 attention_backend: str = "sdpa"):
+                 attention_backend: str = "sdpa", seed: int = 0):
         super().__init__()
         self.config = cfg = get_config(config)
         self.precision = get_policy(precision)
@@ -174,6 +177,9 @@ class DiTModel(nn.Module):
         self.final_norm_audio = MultiModalityRMSNorm(cfg.hidden_size, 1, cfg.norm_eps)
         self.final_linear_video = nn.Linear(cfg.hidden_size, cfg.video_in_channels, bias=False)
         self.final_linear_audio = nn.Linear(cfg.hidden_size, cfg.audio_in_channels, bias=False)
+        if self.final_linear_audio.weight.device.type != "meta":
+            from .init import init_weights
+            init_weights(self, torch.Generator().manual_seed(seed))
 
     def set_precision(self, precision: str | PrecisionPolicy) -> None:
         self.precision = get_policy(precision)

@@ -28,7 +28,9 @@ def init_weights(model: nn.Module, generator: torch.Generator | None = None) -> 
         leaf = name.rsplit(".", 1)[-1]
         if isinstance(module, (ExpertLinear, nn.Linear)):
             std = module.weight.shape[1] ** -0.5 * (depth_scale if leaf in RESIDUAL_WRITERS else 1.0)
-            module.weight.normal_(0.0, std, generator=generator)
+            w = module.weight
+            # drawn on the CPU (where the generator lives) so a seed gives the same weights on any device
+            w.copy_(torch.randn(w.shape, generator=generator, dtype=torch.float32).mul_(std).to(w.device, w.dtype))
             if getattr(module, "bias", None) is not None:
                 module.bias.zero_()
         elif isinstance(module, MultiModalityRMSNorm):
