@@ -14,6 +14,9 @@ def main(cfg: DictConfig) -> None:
     except PlanError as err:
         print(f"train.py: cannot run this experiment here:\n{err}", file=sys.stderr)
         sys.exit(2)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"train.py: error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 COMMANDS = {
     "model-info": ("horse.model.info", "parameter count, breakdown and state_dict keys of a preset"),
@@ -16,8 +17,18 @@ COMMANDS = {
 BENCHES = {"model": "horse.bench.model"}
 
 
+APP_PACKAGES = ("train", "eval")  # the repository's applications sit beside horse/ and are not installed
+
+
 def _run(module: str, argv: list[str]) -> int:
     import importlib
+    if module.split(".")[0] in APP_PACKAGES:
+        root = str(Path(__file__).resolve().parents[1])
+        if not (Path(root) / module.split(".")[0]).is_dir():
+            raise FileNotFoundError(f"'{module}' is part of the horse repository's applications; run this "
+                                    "command from a clone of the repository")
+        if root not in sys.path:
+            sys.path.insert(0, root)
     return importlib.import_module(module).main(argv) or 0
 
 

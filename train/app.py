@@ -81,6 +81,13 @@ def check_machine(cfg: DictConfig, plan) -> None:
                         f"({plan.total_gib:.1f} GiB needed).\n{plan.table()}")
 
 
+def check_required(cfg: DictConfig) -> None:
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ValueError("required settings are missing: " + ", ".join(missing)
+                         + "\nset them on the command line, e.g. " + " ".join(f"{k}=..." for k in missing))
+
+
 def run(cfg: DictConfig) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if cfg.trainer.get("threads"):
@@ -90,6 +97,7 @@ def run(cfg: DictConfig) -> dict:
         print(plan.table())
         return {"plan": plan.to_dict()}
     check_machine(cfg, plan)
+    check_required(cfg)
     from .fit import fit
     return fit(cfg, plan)
 

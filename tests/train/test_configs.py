@@ -89,8 +89,6 @@ def test_256p_missing_path_is_named_at_run_time(tmp_path):
         run(cfg)
 
 
-@pytest.mark.xfail(strict=True, reason="needs train.app to check OmegaConf.missing_keys(cfg) before fitting "
-                                       "(patch in the launcher/export helper's report)")
 def test_256p_all_missing_paths_are_named_up_front(tmp_path):
     from train.app import run
 

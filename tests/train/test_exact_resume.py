@@ -90,7 +90,6 @@ def test_exact_resume_ddp(tmp_path, horse_cache):
     check_exact_resume(tmp_path, horse_cache, "ddp", nproc=2)
 
 
-@pytest.mark.slow
 def test_exact_resume_fsdp2(tmp_path, horse_cache):
     check_exact_resume(tmp_path, horse_cache, "fsdp2", nproc=2)
 

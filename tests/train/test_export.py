@@ -220,9 +220,10 @@ def test_dcp_checkpoint_exports_like_the_lightning_file(run_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_fsdp2_and_zero3_runs_export_the_same_weights(tmp_path, monkeypatch):
-    """The same 2-rank run under FSDP2 (DCP + DTensor EMA shards) and DeepSpeed ZeRO-3 (zero_to_fp32 +
-    partitioned EMA) exports the same raw and EMA weights: two independent consolidations agree."""
+def test_sharded_runs_export_the_same_weights(tmp_path, monkeypatch):
+    """The same 2-rank run under FSDP2 (DCP + DTensor EMA shards), DeepSpeed ZeRO-3 (zero_to_fp32 +
+    partitioned EMA) and ZeRO-2 (whole EMA on rank 0) exports the same raw and EMA weights: independent
+    consolidations agree."""
     import os
     import subprocess
     import sys
@@ -234,7 +235,8 @@ def test_fsdp2_and_zero3_runs_export_the_same_weights(tmp_path, monkeypatch):
     build_data(tiny_cfg(tmp_path).data)  # once, before two ranks would race to build it
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     weights = {}
-    for strategy in ("fsdp2", "deepspeed_zero3"):
+    strategies = ("fsdp2", "deepspeed_zero3", "deepspeed_zero2")
+    for strategy in strategies:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
                    *TINY, f"output_root={tmp_path}", f"name={strategy}", f"trainer={strategy}", "trainer.devices=2"]
         proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -244,7 +246,9 @@ def test_fsdp2_and_zero3_runs_export_the_same_weights(tmp_path, monkeypatch):
                                                                   weights=kind))
         assert config["model_card"]["training"]["world_size"] == 2
     for kind in ("raw", "ema"):
-        a, b = weights["fsdp2", kind], weights["deepspeed_zero3", kind]
-        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=0, atol=1e-6) for k in a)
+        a = weights["fsdp2", kind]
+        for other in strategies[1:]:
+            b = weights[other, kind]
+            assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=0, atol=1e-6) for k in a), other
     raw, ema = weights["fsdp2", "raw"], weights["fsdp2", "ema"]
     assert any(not torch.equal(raw[k], ema[k]) for k in raw)
