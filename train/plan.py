@@ -20,7 +20,7 @@ from horse.model.flops import training_flops
 GIB = 1024 ** 3
 SHARDING = {  # which states are sharded over the data-parallel group
     "ddp": (), "auto": (), "single": (),
-    "deepspeed_zero2": ("grads", "optimizer", "ema"),
+    "deepspeed_zero2": ("grads", "optimizer"),   # parameters and the EMA stay whole on every rank
     "deepspeed_zero3": ("params", "grads", "optimizer", "ema"),
     "fsdp2": ("params", "grads", "optimizer", "ema"),
 }
