@@ -55,4 +55,4 @@ def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     half = rope.shape[1] // 2
     sin, cos = rope[:, None, :half], rope[:, None, half:]
     x1, x2, rest = x.split([half, half, x.shape[-1] - 2 * half], dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)
+    return torch.cat([(x1 * cos).sub_(x2 * sin), (x2 * cos).add_(x1 * sin), rest], dim=-1)
