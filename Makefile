@@ -1,12 +1,14 @@
-# Two commands do everything on a fresh machine: `make demo` and `make test`.
-.PHONY: setup demo test test-slow bench
+# Two commands do everything on a fresh machine: `make train` and `make test`.
+.PHONY: setup train demo test test-slow bench
 VENV ?= .venv
 
 setup:
 	@bash scripts/setup.sh
 
-demo: setup
-	$(VENV)/bin/horse model-info --preset demo
+train: setup
+	$(VENV)/bin/python train.py $(ARGS)
+
+demo: train
 
 test: setup
 	$(VENV)/bin/python -m pytest -q
@@ -17,3 +19,4 @@ test-slow: setup
 bench: setup
 	$(VENV)/bin/horse bench model --preset small --tokens 4096
 	$(VENV)/bin/horse bench model --preset small --tokens 4096 --forward-only
+	$(VENV)/bin/horse bench loader

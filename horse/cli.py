@@ -11,10 +11,10 @@ COMMANDS = {
     "generate": ("horse.pipeline.generate_cli", "prompt (+ image, + audio) -> MP4 from a checkpoint folder"),
     "init-checkpoint": ("horse.pipeline.init_cli", "write a randomly initialised demo checkpoint folder"),
     "data": ("horse.data.cli", "datasets: 'horse data {cache,inspect,make-shapes} ...'"),
-    "bench": (None, "benchmarks: 'horse bench model ...'"),
+    "bench": (None, "benchmarks: 'horse bench {model,loader} ...'"),
     "export": ("train.export", "a training run's checkpoint -> a checkpoint folder (run from the repository)"),
 }
-BENCHES = {"model": "horse.bench.model"}
+BENCHES = {"model": "horse.bench.model", "loader": "horse.bench.loader"}
 
 
 APP_PACKAGES = ("train", "eval")  # the repository's applications sit beside horse/ and are not installed

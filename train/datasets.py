@@ -71,7 +71,8 @@ def shapes_av_data(data: DictConfig) -> TrainingData:
     base = cache_root() / "latents" / f"shapes_av-{dataset_id(shapes_cfg, data.seed, counts)}"
     out = {}
     for split in ("train", "val"):
-        report = cache_dataset(split_shards(root, split), base / split, bundle, clip)
+        report = cache_dataset(split_shards(root, split), base / split, bundle, clip,
+                               workers=int(data.get("cache_workers", 0)))
         log.info("latent cache %s/%s: %s (%d samples)", base.name, split, report.status,
                  report.manifest.get("num_samples", 0))
         out[split] = load_cached(base / split, inputs)

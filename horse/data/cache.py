@@ -213,13 +213,32 @@ def encode_clip(clip, bundle: CodecBundle, dtype: str, cache_hash: str) -> dict:
             "audio_scale.npy": scale.astype(dtype), "text.npy": text, "json": info}
 
 
+_WORKER: dict = {}
+
+
+def _worker_init(bundle, cfg, dtype, digest) -> None:
+    import torch as _torch
+    _torch.set_num_threads(1)
+    _WORKER.update(bundle=bundle, decoder=SampleDecoder(cfg), dtype=dtype, digest=digest)
+
+
+def _worker_encode(raw: dict):
+    """Decode + encode one raw sample in a pool worker: (encoded or None, counter increments)."""
+    decoder = _WORKER["decoder"]
+    before = Counter(decoder.counters)
+    clip = decoder(raw)
+    encoded = None if clip is None else encode_clip(clip, _WORKER["bundle"], _WORKER["dtype"], _WORKER["digest"])
+    return encoded, decoder.counters - before
+
+
 def cache_dataset(source, out_dir: str | Path, bundle: CodecBundle, cfg: ClipConfig, *,
                   latent_dtype: str = "float32", max_count: int = 1000, overwrite: bool = False,
-                  progress: Callable[[int], None] | None = None) -> CacheReport:
+                  progress: Callable[[int], None] | None = None, workers: int = 0) -> CacheReport:
     """Decode and encode every sample of ``source`` (any ``expand_shards`` spec) into ``out_dir``.
 
     Same inputs as an existing complete cache -> nothing is done ("hit"). A cache with other
     inputs -> ``StaleCacheError`` unless ``overwrite``. Bad samples are skipped and counted.
+    ``workers`` > 0 decodes and encodes in that many processes; the output is the same, in the same order.
     """
     from .stream import iter_raw_samples
 
@@ -237,6 +256,18 @@ def cache_dataset(source, out_dir: str | Path, bundle: CodecBundle, cfg: ClipCon
     decoder = SampleDecoder(cfg)
 
     def encoded():
+        if workers > 0:
+            import multiprocessing as mp
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            with ctx.Pool(workers, _worker_init, (bundle, cfg, latent_dtype, digest)) as pool:
+                for sample, counts in pool.imap(_worker_encode, iter_raw_samples(urls, decoder.counters),
+                                                chunksize=8):
+                    decoder.counters.update(counts)
+                    if sample is not None:
+                        yield sample
+                        if progress:
+                            progress(decoder.counters["decoded"])
+            return
         for raw in iter_raw_samples(urls, decoder.counters):
             clip = decoder(raw)
             if clip is not None:
