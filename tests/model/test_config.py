@@ -107,13 +107,13 @@ def test_sr1080_preset_local_layers():
 
 def test_small_and_demo_presets_are_the_documented_sizes():
     demo, small = PRESETS["demo"], PRESETS["small"]
-    assert (demo.num_layers, demo.hidden_size, demo.head_dim, demo.num_heads_q, demo.num_heads_kv) == (8, 256, 32, 8, 2)
+    assert (demo.num_layers, demo.hidden_size, demo.head_dim, demo.num_heads_q, demo.num_heads_kv) == (6, 192, 32, 6, 2)
     assert (demo.video_in_channels, demo.audio_in_channels, demo.text_in_channels) == (192, 64, 128)
     assert (small.num_layers, small.hidden_size, small.head_dim, small.num_heads_q) == (12, 768, 64, 12)
+    # sandwich: experts in the first and last layers (two each for small, one each for demo), gelu7 first
+    assert small.mm_layers == (0, 1, 10, 11) and small.gelu7_layers == (0, 1)
+    assert demo.mm_layers == (0, 5) and demo.gelu7_layers == (0,)
     for cfg in (demo, small):
-        # sandwich: experts in the first two and last two layers, gelu7 in the first two
-        L = cfg.num_layers
-        assert cfg.mm_layers == (0, 1, L - 2, L - 1) and cfg.gelu7_layers == (0, 1)
         model = meta_model(cfg)
         assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == spec_shapes_of(cfg)
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from horse.checkpoint_folder import CheckpointConfig, load_checkpoint_folder, read_config, save_checkpoint_folder
-from horse.model import DiTModel
+from horse.model import PRESETS, DiTModel
 from horse.pipeline import demo_checkpoint_config
 
 TINY_MODEL = {"preset": "demo", "num_layers": 2, "mm_layers": [0, 1], "gelu7_layers": [0]}
@@ -92,7 +92,7 @@ def test_required_fields_and_json_errors(tmp_path):
 
 
 def test_model_field_forms():
-    assert demo_checkpoint_config("demo").dit_config().num_layers == 8
+    assert demo_checkpoint_config("demo").dit_config() == PRESETS["demo"]
     assert demo_checkpoint_config(TINY_MODEL).dit_config().mm_layers == (0, 1)
     official = DiTModel("demo").config.to_dict()
     assert demo_checkpoint_config(official).dit_config() == DiTModel("demo").config
