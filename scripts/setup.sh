@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${HORSE_VENV:-.venv}"
 TORCH_SPEC="${HORSE_TORCH_SPEC:-torch==2.13.0}"   # the CPU build on this machine; set for a GPU image
-EXTRAS="${HORSE_EXTRAS:-train,dev}"
+EXTRAS="${HORSE_EXTRAS:-train,eval,dev}"
 PY="${PYTHON:-python3}"
 
 stamp_value="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1) $TORCH_SPEC $EXTRAS"
