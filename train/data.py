@@ -37,7 +37,14 @@ class WindowStream:
     def __iter__(self) -> Iterator[list[list[dict]]]:
         it = iter(self.inner)
         while True:
-            yield [[next(it) for _ in range(self.micro_batch)] for _ in range(self.accumulate)]
+            yield [[_fresh(next(it)) for _ in range(self.micro_batch)] for _ in range(self.accumulate)]
+
+
+def _fresh(item: dict) -> dict:
+    # A DataLoader worker moves every tensor it sends into shared memory, in place: sending the
+    # dataset's own tensors would, over an epoch, move the whole in-RAM dataset into /dev/shm (one
+    # shared file, or one open descriptor, per tensor). Copies are freed once the step is done.
+    return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in item.items()}
 
 
 def _make_memory_window_stream(rank, world_size, worker, num_workers, *, items, seed, micro_batch, accumulate):
@@ -45,9 +52,20 @@ def _make_memory_window_stream(rank, world_size, worker, num_workers, *, items, 
     return WindowStream(inner, micro_batch, accumulate)
 
 
+def _share_tensors_through_files() -> None:
+    """Worker -> trainer tensors travel as shared-memory *files*, not file descriptors: a window holds
+    ~4 tensors per sample, and with the default strategy a long run exhausts the open-file limit
+    (the trainer dies with EOFError in ``rebuild_storage_fd``)."""
+    import torch.multiprocessing as mp
+    if mp.get_sharing_strategy() != "file_system":
+        mp.set_sharing_strategy("file_system")
+
+
 def window_loader(items: list, *, rank: int, world_size: int, seed: int, micro_batch: int, accumulate: int,
                   num_workers: int, loader_state: LoaderState | None = None) -> torch.utils.data.DataLoader:
     """An endless DataLoader of windows over in-memory samples; resumable through ``loader_state``."""
+    if num_workers > 0:
+        _share_tensors_through_files()
     make: Callable = functools.partial(_make_memory_window_stream, items=items, seed=seed,
                                        micro_batch=micro_batch, accumulate=accumulate)
     kwargs = loader_state.resume_kwargs() if loader_state is not None else {}
