@@ -106,7 +106,6 @@ def test_sharded_strategy_matches_ddp_and_shards_ema(runs, name):
     check_ema_checkpoint(runs, name)
 
 
-@pytest.mark.slow
 def test_deepspeed_zero2_matches_ddp(runs):
     check_matches_ddp(runs, "deepspeed_zero2")
     check_ema_checkpoint(runs, "deepspeed_zero2")
