@@ -26,6 +26,11 @@ from horse.data.stream import MemoryStream, ShardStream, StreamDataset
 from horse.training import FlowMatchingTask, TaskConfig
 
 
+def _decoded_tensors(raw: dict) -> dict:
+    from horse.data.shards import decode_sample
+    return _cached_tensors(decode_sample(raw))
+
+
 def _cached_tensors(sample: dict) -> dict:
     return {"video": torch.as_tensor(sample["video.npy"]).float(),
             "audio_mean": torch.as_tensor(sample["audio_mean.npy"]).float(),
@@ -55,13 +60,19 @@ def _memory_stream(rank, world, worker, workers, *, items, batch):
 
 def _shard_stream(rank, world, worker, workers, *, shards, batch):
     inner = ShardStream(shards, rank=rank, world_size=world, worker=worker, num_workers=workers,
-                        transform=_cached_tensors)
+                        transform=_decoded_tensors)
     return _Batches(inner, batch)
 
 
 def _loader(make, workers: int):
-    return iter(torch.utils.data.DataLoader(StreamDataset(make), batch_size=None, num_workers=workers,
-                                            collate_fn=lambda x: x, persistent_workers=workers > 0))
+    """A function returning the next batch (``StreamDataset`` elements carry it under "data")."""
+    it = iter(torch.utils.data.DataLoader(StreamDataset(make), batch_size=None, num_workers=workers,
+                                          collate_fn=_identity, persistent_workers=workers > 0))
+    return lambda: next(it)["data"]
+
+
+def _identity(x):
+    return x
 
 
 def main(argv=None) -> int:
@@ -103,9 +114,9 @@ def main(argv=None) -> int:
     fixed = items[:args.batch]
     feeds = {
         "memory": lambda: fixed,
-        "stream": _loader(functools.partial(_memory_stream, items=items, batch=args.batch), args.workers).__next__,
+        "stream": _loader(functools.partial(_memory_stream, items=items, batch=args.batch), args.workers),
         "shards": _loader(functools.partial(_shard_stream, shards=expand_shards(str(cache)), batch=args.batch),
-                          args.workers).__next__,
+                          args.workers),
     }
     for feed in feeds.values():  # warm-up: worker start, first batches
         step(feed())
