@@ -53,7 +53,10 @@ def test_results_json_states_scores_chance_ceiling_and_provenance(first_run, che
         assert group["scores"]["colour_accuracy"]["chance"] == pytest.approx(1 / 8)
         assert 0 < group["scores"]["sync_f1"]["chance"] < group["scores"]["sync_f1"]["ceiling"]
     settings = results["settings"]
-    assert settings["sampler"] == {"sampler": "unipc", "steps": 2, "shift": 5.0} and settings["clips"] == CI_CLIPS
+    from horse.pipeline import demo_checkpoint_config
+    default_shift = demo_checkpoint_config().sampler.shift  # the suite leaves shift to the checkpoint
+    assert settings["sampler"] == {"sampler": "unipc", "steps": 2, "shift": default_shift}
+    assert settings["clips"] == CI_CLIPS
     assert results["config"]["suite"]["name"] == "shapes_av"
     assert len(results["checkpoint"]["sha256"]) == 64 and results["code_version"]["source_sha256"]
     assert results["hardware"]["device"] == "cpu" and results["hardware"]["torch"] == torch.__version__
