@@ -78,8 +78,8 @@ def _git_commit() -> str | None:
         for line in (REPO_ROOT / ".git" / "packed-refs").read_text().splitlines():
             if line.endswith(" " + name):
                 return line.split()[0]
-    except OSError:
-        pass
+    except OSError:  # no readable git metadata (e.g. an installed copy): the source hash identifies the code
+        return None
     return None
 
 

@@ -52,7 +52,8 @@ def load_init(model, path: str) -> None:
     folder = Path(path)
     if (folder / "config.json").is_file():
         from horse.checkpoint_folder import read_config
-        weights = read_config(folder).resolve(folder, read_config(folder).weights)
+        config = read_config(folder)
+        weights = config.resolve(folder, config.weights)
     else:
         weights = folder
     if not Path(weights).exists():

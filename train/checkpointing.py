@@ -31,6 +31,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from horse.checkpoint.save import fsync_path
+
 log = logging.getLogger(__name__)
 
 MARKER = "COMPLETE"
@@ -100,14 +102,6 @@ def clean_partial(run_dir: str | Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class RunCheckpointer(L.Callback):
     def __init__(self, run_dir: str | Path, every_n_steps: int, keep_last: int = 3, save_on_signal: bool = True):
         if every_n_steps < 1 or keep_last < 1:
@@ -125,8 +119,9 @@ class RunCheckpointer(L.Callback):
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             try:
                 self._previous[sig] = signal.signal(sig, self._on_signal)
-            except ValueError:  # not the main thread
-                pass
+            except ValueError:  # only the main thread may install handlers
+                log.warning("not in the main thread: %s will not save a checkpoint before stopping",
+                            signal.Signals(sig).name)
 
     def _on_signal(self, signum, frame) -> None:
         log.warning("received signal %s: saving a checkpoint at the end of this step, then stopping", signum)
@@ -175,10 +170,10 @@ class RunCheckpointer(L.Callback):
                 json.dump(meta, f, indent=1)
                 f.flush()
                 os.fsync(f.fileno())
-            _fsync_dir(tmp)
+            fsync_path(tmp)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
-            _fsync_dir(folder)
+            fsync_path(folder)
             self._prune()
             log.info("saved %s in %.1fs", final, time.perf_counter() - start)
         trainer.strategy.barrier("horse-ckpt-done")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from horse.diffusion.loss import LossConfig

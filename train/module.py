@@ -33,12 +33,13 @@ from horse.diffusion.loss import LossConfig, combine_loss_terms
 from horse.model.dit import TokenRouting
 from horse.model.flops import training_flops
 from horse.training import EMA, FlowMatchingTask, TaskConfig, build_optimizer, count_tokens, lr_lambda
+from horse.training.task import sample_token_counts
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
-    pass
+    """More non-finite-loss steps than ``trainer.max_nonfinite``: the run stops."""
 
 
 class DiTTrainingModule(L.LightningModule):
@@ -106,8 +107,7 @@ class DiTTrainingModule(L.LightningModule):
     def _routing(self, samples, generator):
         if not self.tread:
             return None
-        n = sum(s["video"].shape[1] * s["video"].shape[2] * s["video"].shape[3] // 4
-                + (s["audio"] if "audio" in s else s["audio_mean"]).shape[0] + s["text"].shape[0] for s in samples)
+        n = sum(sum(sample_token_counts(s)) for s in samples)
         keep = torch.rand(n, generator=generator) >= self.tread["selection_rate"]
         return TokenRouting(self.tread["start_layer"], self.tread["end_layer"], keep)
 
@@ -196,9 +196,7 @@ class DiTTrainingModule(L.LightningModule):
             dt = now - self._last_step_time
             metrics["train/tokens_per_s"] = tokens * self.trainer.world_size / dt
             if self.peak_flops:
-                shapes = [(s["video"].shape[1] * s["video"].shape[2] * s["video"].shape[3] // 4,
-                           (s["audio"] if "audio" in s else s["audio_mean"]).shape[0], s["text"].shape[0])
-                          for micro in window for s in micro]
+                shapes = [sample_token_counts(s) for micro in window for s in micro]
                 metrics["train/mfu"] = training_flops(self.model.config, shapes) / dt / self.peak_flops
         self._last_step_time = now
         self.log_dict(metrics, prog_bar=False, on_step=True, on_epoch=False)

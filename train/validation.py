@@ -17,7 +17,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from horse.checkpoint_folder import CheckpointConfig
-from horse.diffusion.loss import combine_loss_terms
 
 log = logging.getLogger("horse.train")
 VAL_SEED = 12345

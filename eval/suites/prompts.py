@@ -76,13 +76,10 @@ def plain(cfg) -> dict:
     """A dict from a dict or an OmegaConf node (suites run under Hydra or directly)."""
     if cfg is None:
         return {}
-    try:
-        from omegaconf import DictConfig, OmegaConf
+    from omegaconf import DictConfig, OmegaConf  # a dependency of the eval app
 
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:
-        pass
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
     return dict(cfg)
 
 

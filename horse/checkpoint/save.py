@@ -87,7 +87,8 @@ def plan_shards(tensors: dict[str, torch.Tensor], max_shard_bytes: int | None) -
     return {SHARD_NAME_PATTERN.format(index=i + 1, count=len(groups)): g for i, g in enumerate(groups)}
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder (a folder's entry list, so a rename in it is durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -112,14 +113,14 @@ def _write_checkpoint(tensors: dict[str, torch.Tensor], folder: Path, plan: dict
         if compress_zstd:
             file = _compress_zst(file, zstd_level)
         if fsync:
-            _fsync(file)
+            fsync_path(file)
     if len(plan) > 1:
         total = sum(t.numel() * t.element_size() for t in tensors.values())
         index = {"metadata": {"total_size": total, **metadata},
                  "weight_map": {n: f for f, names in plan.items() for n in names}}
         (folder / INDEX_FILE_NAME).write_text(json.dumps(index, indent=2, sort_keys=True))
         if fsync:
-            _fsync(folder / INDEX_FILE_NAME)
+            fsync_path(folder / INDEX_FILE_NAME)
 
 
 def _replace_folder(tmp: Path, final: Path) -> None:
@@ -176,5 +177,5 @@ def save_state_dict_folder(state_dict: Mapping[str, torch.Tensor], path: str | P
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if fsync:
-        _fsync(final.parent)
+        fsync_path(final.parent)
     return final

@@ -299,4 +299,4 @@ def sample_audio_latent(mean, scale, generator: torch.Generator | None = None) -
     mean, scale = torch.as_tensor(mean).float(), torch.as_tensor(scale).float()
     if not bool(scale.any()):
         return mean
-    return mean + scale * torch.randn(mean.shape, generator=generator)
+    return mean + scale * torch.randn(mean.shape, generator=generator).to(mean.device)

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from horse.diffusion.loss import LossConfig, LossTerms, count_loss_tokens, modality_loss_terms
-from horse.diffusion.objective import (AUDIO_CHANNEL_DIM, VIDEO_CHANNEL_DIM, NoiseConfig, drop_captions,
-                                       leading_frames_mask, prepare_flow_inputs)
-from horse.model.packing import pack, unpack
+from horse.diffusion.loss import LossConfig, LossTerms, modality_loss_terms
+from horse.diffusion.objective import NoiseConfig, drop_captions, leading_frames_mask, prepare_flow_inputs
+from horse.data.cache import sample_audio_latent
+from horse.model.packing import PATCH, pack, unpack
 
 MODALITY_KEYS = ("video", "audio")
 
@@ -46,12 +46,18 @@ class StepTerms:
 
 
 def sample_audio(sample: dict, generator: torch.Generator) -> Tensor:
+    """The sample's audio latent, drawn from its cached posterior when it has one."""
     if "audio" in sample:
         return sample["audio"]
-    mean, scale = sample["audio_mean"], sample.get("audio_scale")
-    if scale is None or not bool((scale != 0).any()):
-        return mean
-    return mean + scale * torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
+    scale = sample.get("audio_scale")
+    return sample["audio_mean"] if scale is None else sample_audio_latent(sample["audio_mean"], scale, generator)
+
+
+def sample_token_counts(sample: dict, patch=PATCH) -> tuple[int, int, int]:
+    """(video, audio, text) tokens the sample packs into."""
+    _, t, h, w = sample["video"].shape
+    audio = sample["audio"] if "audio" in sample else sample["audio_mean"]
+    return t // patch[0] * (h // patch[1]) * (w // patch[2]), audio.shape[0], sample["text"].shape[0]
 
 
 def count_tokens(samples: list[dict], ti2v: list[bool] | None = None) -> dict[str, float]:
@@ -86,7 +92,7 @@ class FlowMatchingTask:
         audio0 = [sample_audio(s, generator) for s in samples]
         texts = [s["text"] for s in samples]
         if self.config.caption_dropout > 0:
-            texts, dropped = drop_captions(texts, self.null_text, self.config.caption_dropout, generator)
+            texts, _ = drop_captions(texts, self.null_text, self.config.caption_dropout, generator)
         ti2v = self.draw_ti2v(len(samples), generator)
         groups: dict[tuple, list[int]] = {}
         for i, s in enumerate(samples):
@@ -120,5 +126,4 @@ class FlowMatchingTask:
         return StepTerms(terms, metrics, packed.num_tokens)
 
 
-__all__ = ["FlowMatchingTask", "TaskConfig", "StepTerms", "count_tokens", "sample_audio", "count_loss_tokens",
-           "VIDEO_CHANNEL_DIM", "AUDIO_CHANNEL_DIM"]
+__all__ = ["FlowMatchingTask", "TaskConfig", "StepTerms", "count_tokens", "sample_audio", "sample_token_counts"]
