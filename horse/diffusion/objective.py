@@ -34,6 +34,9 @@ class NoiseConfig:
     distribution: "shifted_uniform" draws u ~ U(0, 1); "logit_normal" draws u = sigmoid(N(logit_mean, logit_std)).
         In both cases sigma = shift * u / (1 + (shift - 1) * u), so shift=1 gives the plain law.
     shift: default 5, the inference shift, so "shifted_uniform" matches the sampling grid's density.
+    audio_shift: the audio levels' shift when it should differ from the video's (None: ``shift``). Layout and
+        motion are decided at high video noise, which a redundant latent (pixels, a VAE's) needs more of, while
+        a compact audio latent still needs its low-noise levels.
     shared_across_modalities: False (default) draws video and audio levels independently per sample
         (mixed levels are in-distribution for this model, spec §9.2); True gives both the same level.
     """
@@ -42,6 +45,7 @@ class NoiseConfig:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     shift: float = DEFAULT_SHIFT
+    audio_shift: float | None = None
     shared_across_modalities: bool = False
 
     def __post_init__(self):
@@ -49,16 +53,24 @@ class NoiseConfig:
             raise ValueError(f"distribution must be 'shifted_uniform' or 'logit_normal', got {self.distribution!r}")
         if self.logit_std <= 0 or self.shift <= 0:
             raise ValueError(f"logit_std and shift must be positive, got {self.logit_std} and {self.shift}")
+        if self.audio_shift is not None and self.audio_shift <= 0:
+            raise ValueError(f"audio_shift must be positive (or null for the video's shift), got {self.audio_shift}")
+        if self.shared_across_modalities and self.audio_shift not in (None, self.shift):
+            raise ValueError(
+                f"shared_across_modalities gives audio the video's level, so audio_shift={self.audio_shift} cannot "
+                f"differ from shift={self.shift}; set audio_shift to null or shared_across_modalities to false")
 
 
-def sample_sigmas(config: NoiseConfig, batch_size: int, generator: torch.Generator, device=None) -> Tensor:
-    """One noise level per sample, float32 ``[B]`` in [0, 1]."""
+def sample_sigmas(
+    config: NoiseConfig, batch_size: int, generator: torch.Generator, device=None, shift: float | None = None
+) -> Tensor:
+    """One noise level per sample, float32 ``[B]`` in [0, 1] (``shift`` overrides ``config.shift``)."""
     if config.distribution == "shifted_uniform":
         u = torch.rand(batch_size, generator=generator, device=generator.device)
     else:
         z = torch.randn(batch_size, generator=generator, device=generator.device)
         u = torch.sigmoid(config.logit_mean + config.logit_std * z)
-    sigma = shift_sigma(u, config.shift)
+    sigma = shift_sigma(u, config.shift if shift is None else shift)
     return sigma if device is None else sigma.to(device)
 
 
@@ -67,7 +79,9 @@ def sample_modality_sigmas(
 ) -> tuple[Tensor, Tensor]:
     """(video levels ``[B]``, audio levels ``[B]``): video drawn first; audio drawn next unless shared."""
     video = sample_sigmas(config, batch_size, generator, device)
-    audio = video.clone() if config.shared_across_modalities else sample_sigmas(config, batch_size, generator, device)
+    if config.shared_across_modalities:
+        return video, video.clone()
+    audio = sample_sigmas(config, batch_size, generator, device, shift=config.audio_shift)
     return video, audio
 
 

@@ -49,6 +49,21 @@ def test_shared_versus_independent_levels():
     assert not torch.equal(v, a)
 
 
+def test_audio_shift_gives_audio_its_own_law():
+    cfg = NoiseConfig(distribution="logit_normal", shift=3.0, audio_shift=1.0)
+    v, a = sample_modality_sigmas(cfg, N, torch.Generator().manual_seed(5))
+    # median of shift*u/(1+(shift-1)u) at u = 0.5 is shift/(shift+1): 0.75 for video, 0.5 for audio
+    assert abs(v.median().item() - 0.75) < 0.01 and abs(a.median().item() - 0.5) < 0.01
+    # the audio draw is the same random stream as without audio_shift, only mapped by its own shift
+    v_same, a_same = sample_modality_sigmas(NoiseConfig(distribution="logit_normal", shift=3.0), N,
+                                            torch.Generator().manual_seed(5))
+    assert torch.equal(v, v_same) and torch.allclose(a_same, 3 * a / (1 + 2 * a), atol=1e-6)
+    with pytest.raises(ValueError, match="audio_shift"):
+        NoiseConfig(shift=3.0, audio_shift=1.0, shared_across_modalities=True)
+    with pytest.raises(ValueError, match="audio_shift"):
+        NoiseConfig(audio_shift=0.0)
+
+
 def test_prepare_inputs_draw_order_and_clean_tokens():
     g = torch.Generator().manual_seed(3)
     video0, audio0 = torch.randn(2, 3, 4, 2, 2, generator=g), torch.randn(2, 6, 5, generator=g)

@@ -131,7 +131,9 @@ def test_rope_bands_computed_as_the_release_does():
     assert differs == [5, 6, 10, 14]
     ulp = torch.abs(exact.double() - torch.nextafter(exact, torch.zeros(16)).double())
     assert torch.all((bands.double() - exact.double()).abs() <= ulp * 1.01)
-    assert torch.equal(DiTModel("demo").adapter.rope.bands, rope_bands(4))
+    assert torch.equal(DiTModel("small").adapter.rope.bands, rope_bands(8))  # head_dim 64, temperature 1e4
+    demo = DiTModel("demo").adapter.rope.bands  # the demo preset's own temperature (see presets)
+    assert torch.allclose(demo, torch.tensor([1.0, 100 ** -0.25, 0.1, 100 ** -0.75]))
 
 
 def ref_angles(row, bands):
