@@ -45,6 +45,7 @@ class NoiseConfig:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     shift: float = DEFAULT_SHIFT
+    uniform_fraction: float = 0.0
     audio_shift: float | None = None
     shared_across_modalities: bool = False
 
@@ -53,6 +54,8 @@ class NoiseConfig:
             raise ValueError(f"distribution must be 'shifted_uniform' or 'logit_normal', got {self.distribution!r}")
         if self.logit_std <= 0 or self.shift <= 0:
             raise ValueError(f"logit_std and shift must be positive, got {self.logit_std} and {self.shift}")
+        if not 0.0 <= self.uniform_fraction <= 1.0:
+            raise ValueError(f"uniform_fraction must be in [0, 1], got {self.uniform_fraction}")
         if self.audio_shift is not None and self.audio_shift <= 0:
             raise ValueError(f"audio_shift must be positive (or null for the video's shift), got {self.audio_shift}")
         if self.shared_across_modalities and self.audio_shift not in (None, self.shift):
@@ -71,6 +74,10 @@ def sample_sigmas(
         z = torch.randn(batch_size, generator=generator, device=generator.device)
         u = torch.sigmoid(config.logit_mean + config.logit_std * z)
     sigma = shift_sigma(u, config.shift if shift is None else shift)
+    if config.uniform_fraction > 0:  # drawn after the main law, so uniform_fraction=0 keeps the same stream
+        uniform = torch.rand(batch_size, generator=generator, device=generator.device)
+        pick = torch.rand(batch_size, generator=generator, device=generator.device) < config.uniform_fraction
+        sigma = torch.where(pick, uniform, sigma)
     return sigma if device is None else sigma.to(device)
 
 

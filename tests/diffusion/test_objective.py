@@ -64,6 +64,20 @@ def test_audio_shift_gives_audio_its_own_law():
         NoiseConfig(audio_shift=0.0)
 
 
+def test_uniform_fraction_mixes_in_every_level():
+    base = NoiseConfig(distribution="logit_normal", shift=6.0)
+    mixed = NoiseConfig(distribution="logit_normal", shift=6.0, uniform_fraction=0.25)
+    plain = sample_sigmas(base, N, torch.Generator().manual_seed(6))
+    mix = sample_sigmas(mixed, N, torch.Generator().manual_seed(6))
+    # the main law puts ~0.1% of levels below 0.2; a quarter drawn from U(0, 1) adds 0.25 * 0.2 = 5%
+    assert (plain < 0.2).float().mean() < 0.005
+    assert abs((mix < 0.2).float().mean().item() - 0.05) < 0.006
+    kept = mix == plain  # the other three quarters are the main law's own draws, unchanged
+    assert abs(kept.float().mean().item() - 0.75) < 0.01
+    with pytest.raises(ValueError, match="uniform_fraction"):
+        NoiseConfig(uniform_fraction=1.5)
+
+
 def test_prepare_inputs_draw_order_and_clean_tokens():
     g = torch.Generator().manual_seed(3)
     video0, audio0 = torch.randn(2, 3, 4, 2, 2, generator=g), torch.randn(2, 6, 5, generator=g)
