@@ -1,6 +1,6 @@
 """Does a checkpoint find the object in a noised real clip? The one-step clean estimate's centroid error per noise level.
 
-    python -m eval.denoise_probe CHECKPOINT [--clips 12] [--sigmas 0.3,0.6,0.8,0.9,0.95] [--seed 0]
+    python -m eval.denoise_probe CHECKPOINT [--clips 12] [--sigmas 0.3,0.6,0.8,0.9,0.95] [--seed 0] [--dataset-seed 0]
 
 For shapes-AV test clips: noise the clean video latent to sigma (the audio is pure noise), read the model's clean
 estimate x0 = x_t - sigma * v (no guidance), decode it and track the object with the shapes-AV scorer. Prints the mean
@@ -27,10 +27,13 @@ def _mean_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def probe(pipeline, clips: int = 12, sigmas=DEFAULT_SIGMAS, seed: int = 0, split: str = "test") -> dict:
-    """``{"static_px", "sigmas": {sigma: {"error_px", "found"}}, "clips"}`` over the first ``clips`` of ``split``."""
+def probe(pipeline, clips: int = 12, sigmas=DEFAULT_SIGMAS, seed: int = 0, split: str = "test",
+          dataset_seed: int = 0) -> dict:
+    """``{"static_px", "sigmas": {sigma: {"error_px", "found"}}, "clips"}`` over the first ``clips`` of ``split``
+    of the default shapes-AV dataset drawn with ``dataset_seed``; ``seed`` draws the noise."""
     from horse.codecs.demo.video import frames_to_video, video_to_frames
     from horse.data.shapes import ShapesConfig, make_clip
+    from horse.diffusion.flow import add_noise, x0_from_velocity
     from horse.metrics.shapes_av import detect_shape
     from horse.pipeline.velocity import make_velocity_fn
 
@@ -44,18 +47,18 @@ def probe(pipeline, clips: int = 12, sigmas=DEFAULT_SIGMAS, seed: int = 0, split
     errors = {float(s): [] for s in sigmas}
     static = []
     for index in range(clips):
-        frames, _, truth = make_clip(config, 0, split, index)
+        frames, _, truth = make_clip(config, dataset_seed, split, index)
         x0 = pipeline.codecs.video.encode(frames_to_video(frames))
         layout = pipeline.codecs.layout(frames.shape[0] / config.fps, frames.shape[1], frames.shape[2])
         track = detect_shape(frames, config)["centroids"]
         static.append(_mean_distance(track, np.nanmean(track, axis=0, keepdims=True)))
         velocity = make_velocity_fn(pipeline.model, pipeline.codecs.encode_text(truth["caption"]))
         for sigma in errors:
-            noisy = (1 - sigma) * x0 + sigma * torch.randn(x0.shape, generator=generator)
+            noisy = add_noise(x0, torch.randn(x0.shape, generator=generator), sigma)
             audio = torch.randn((1, layout.num_audio, layout.audio_channels), generator=generator)
             v_video, _ = velocity(noisy, audio, sigma, 1.0, 0)
-            estimate = video_to_frames(pipeline.codecs.video.decode(noisy - sigma * v_video))[0].numpy()
-            errors[sigma].append(_mean_distance(detect_shape(estimate, config)["centroids"], track))
+            estimate = video_to_frames(pipeline.codecs.video.decode(x0_from_velocity(noisy, sigma, v_video)))[0]
+            errors[sigma].append(_mean_distance(detect_shape(estimate.numpy(), config)["centroids"], track))
     return {"clips": clips, "static_px": float(np.nanmean(static)),
             "sigmas": {s: {"error_px": float(np.nanmean(e)) if np.isfinite(e).any() else None,
                            "found": float(np.isfinite(e).mean())} for s, e in errors.items()}}
@@ -68,11 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint")
     parser.add_argument("--clips", type=int, default=12)
     parser.add_argument("--sigmas", default=",".join(str(s) for s in DEFAULT_SIGMAS))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    parser.add_argument("--dataset-seed", type=int, default=0, help="seed of the shapes-AV dataset (its default: 0)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     sigmas = [float(s) for s in args.sigmas.split(",") if s.strip()]
-    result = probe(Pipeline(args.checkpoint), args.clips, sigmas, args.seed)
+    result = probe(Pipeline(args.checkpoint), args.clips, sigmas, args.seed,
+                   dataset_seed=args.dataset_seed)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

@@ -34,6 +34,8 @@ class NoiseConfig:
     distribution: "shifted_uniform" draws u ~ U(0, 1); "logit_normal" draws u = sigmoid(N(logit_mean, logit_std)).
         In both cases sigma = shift * u / (1 + (shift - 1) * u), so shift=1 gives the plain law.
     shift: default 5, the inference shift, so "shifted_uniform" matches the sampling grid's density.
+    uniform_fraction: the share of levels drawn instead from U(0, 1) (unshifted), so every level keeps some
+        training: a law centred on high noise otherwise leaves the last denoising steps (grain) untrained.
     audio_shift: the audio levels' shift when it should differ from the video's (None: ``shift``). Layout and
         motion are decided at high video noise, which a redundant latent (pixels, a VAE's) needs more of, while
         a compact audio latent still needs its low-noise levels.
