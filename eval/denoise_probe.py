@@ -53,9 +53,11 @@ def probe(pipeline, clips: int = 12, sigmas=DEFAULT_SIGMAS, seed: int = 0, split
         track = detect_shape(frames, config)["centroids"]
         static.append(_mean_distance(track, np.nanmean(track, axis=0, keepdims=True)))
         velocity = make_velocity_fn(pipeline.model, pipeline.codecs.encode_text(truth["caption"]))
+        # one noise draw per clip, shared by every level: a level's result does not depend on which others are asked
+        eps = torch.randn(x0.shape, generator=generator)
+        audio = torch.randn((1, layout.num_audio, layout.audio_channels), generator=generator)
         for sigma in errors:
-            noisy = add_noise(x0, torch.randn(x0.shape, generator=generator), sigma)
-            audio = torch.randn((1, layout.num_audio, layout.audio_channels), generator=generator)
+            noisy = add_noise(x0, eps, sigma)
             v_video, _ = velocity(noisy, audio, sigma, 1.0, 0)
             estimate = video_to_frames(pipeline.codecs.video.decode(x0_from_velocity(noisy, sigma, v_video)))[0]
             errors[sigma].append(_mean_distance(detect_shape(estimate.numpy(), config)["centroids"], track))

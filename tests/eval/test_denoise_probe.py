@@ -25,6 +25,12 @@ def test_zero_noise_is_exact_and_an_untrained_model_loses_the_object(untrained):
     assert lost is None or (math.isfinite(lost) and lost > 1.0)
 
 
+def test_a_level_does_not_depend_on_the_others_asked(untrained):
+    pipeline = Pipeline(untrained)
+    alone = probe(pipeline, clips=2, sigmas=(0.5,))["sigmas"][0.5]
+    assert probe(pipeline, clips=2, sigmas=(0.9, 0.5))["sigmas"][0.5] == alone
+
+
 def test_bad_sigmas_are_refused(untrained):
     with pytest.raises(ValueError, match="sigma in"):
         probe(Pipeline(untrained), clips=1, sigmas=(1.5,))
