@@ -23,6 +23,7 @@ import numpy as np
 
 GROUPS = ("in_distribution", "held_out", "all")
 CHANCE_DRAWS = 200  # random-onset draws per clip for the sync chance level
+JITTER_CHANCE_DRAWS = 20  # frame shuffles per real track for the track-jitter chance level
 CHANCE_SEED = 0
 ACCURACY_LABELS = {"colour_accuracy": "colours", "shape_accuracy": "shapes", "size_accuracy": "sizes",
                    "direction_accuracy": "directions", "pitch_accuracy": "pitches"}
@@ -75,6 +76,17 @@ def _mean_pair_difference(values) -> float | None:
     return float(diff.sum() / (len(values) * (len(values) - 1)))
 
 
+def _jitter_chance(tracks: list) -> float | None:
+    """Track jitter of the real tracks with their frames shuffled: an object where it should be, but in no order."""
+    from horse.metrics.shapes_av import track_jitter
+
+    rng = np.random.default_rng(CHANCE_SEED)
+    values = [track_jitter(rng.permutation(np.asarray(t, np.float64)))
+              for t in tracks if t is not None for _ in range(JITTER_CHANCE_DRAWS)]
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
 def chance_levels(config, reference: list[dict]) -> dict:
     """Chance level of every score for one group of clips (``reference``: its real clips' scorer outputs)."""
     chance = {name: 1.0 / len(getattr(config, attr)) for name, attr in ACCURACY_LABELS.items()}
@@ -82,7 +94,8 @@ def chance_levels(config, reference: list[dict]) -> dict:
                  if r["scores"]["motion_score_requested"] is not None]
     bounces = [r["detected"]["bounce_frames"] for r in reference]
     chance.update(motion_correlation=0.0, motion_abs_error=_mean_pair_difference(requested),
-                  count_error=_mean_pair_difference([len(b) for b in bounces]), **_sync_chance(bounces, config))
+                  count_error=_mean_pair_difference([len(b) for b in bounces]), **_sync_chance(bounces, config),
+                  track_jitter_px=_jitter_chance([r["detected"].get("track_px") for r in reference]))
     return chance
 
 

@@ -8,7 +8,8 @@ broadcasts to it (e.g. ``[B, T, 1, 1]`` for whole frames); True marks a clean co
 frame 0, reference audio) that is neither noised nor supervised.
 
 Randomness comes only from the explicit ``generator``. ``prepare_flow_inputs`` draws, in order: the
-video levels, the audio levels (unless shared), the video noise, the audio noise.
+video levels, the audio levels (unless shared), the video noise, the audio noise, then (only when
+``frame_level_fraction > 0``) the per-frame video levels.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ class NoiseConfig:
         a compact audio latent still needs its low-noise levels.
     shared_across_modalities: False (default) draws video and audio levels independently per sample
         (mixed levels are in-distribution for this model, spec §9.2); True gives both the same level.
+    frame_level_fraction: the share of samples whose video latent frames each get their own level from the
+        same law (the "vectorised timesteps" of FVDM, arXiv 2410.03160, and Diffusion Forcing): a noisy frame
+        between cleaner ones can only be recovered from its neighbours, which teaches how frames follow each
+        other. The rest keep one level for the whole clip, the only case sampling asks for.
     """
 
     distribution: Literal["shifted_uniform", "logit_normal"] = "shifted_uniform"
@@ -50,14 +55,16 @@ class NoiseConfig:
     uniform_fraction: float = 0.0
     audio_shift: float | None = None
     shared_across_modalities: bool = False
+    frame_level_fraction: float = 0.0
 
     def __post_init__(self):
         if self.distribution not in ("shifted_uniform", "logit_normal"):
             raise ValueError(f"distribution must be 'shifted_uniform' or 'logit_normal', got {self.distribution!r}")
         if self.logit_std <= 0 or self.shift <= 0:
             raise ValueError(f"logit_std and shift must be positive, got {self.logit_std} and {self.shift}")
-        if not 0.0 <= self.uniform_fraction <= 1.0:
-            raise ValueError(f"uniform_fraction must be in [0, 1], got {self.uniform_fraction}")
+        for name in ("uniform_fraction", "frame_level_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.audio_shift is not None and self.audio_shift <= 0:
             raise ValueError(f"audio_shift must be positive (or null for the video's shift), got {self.audio_shift}")
         if self.shared_across_modalities and self.audio_shift not in (None, self.shift):
@@ -92,6 +99,18 @@ def sample_modality_sigmas(
         return video, video.clone()
     audio = sample_sigmas(config, batch_size, generator, device, shift=config.audio_shift)
     return video, audio
+
+
+def sample_frame_levels(config: NoiseConfig, clip_levels: Tensor, num_frames: int, generator: torch.Generator) -> Tensor:
+    """Video levels ``[B, T]``: ``clip_levels [B]`` on every frame, except for a ``frame_level_fraction`` share
+    of samples whose frames draw their own levels from the video law. Draws nothing when the fraction is 0."""
+    batch = clip_levels.shape[0]
+    levels = clip_levels[:, None].expand(batch, num_frames)
+    if config.frame_level_fraction <= 0:
+        return levels
+    own = sample_sigmas(config, batch * num_frames, generator, clip_levels.device).view(batch, num_frames)
+    pick = torch.rand(batch, generator=generator, device=generator.device) < config.frame_level_fraction
+    return torch.where(pick.to(clip_levels.device)[:, None], own, levels)
 
 
 def expand_token_mask(mask: Tensor | None, x: Tensor, channel_dim: int) -> Tensor | None:
@@ -131,7 +150,11 @@ def noise_latents(
 
 @dataclass
 class FlowTrainingInputs:
-    """Noisy model inputs, velocity targets ``eps - x0``, per-sample levels ``[B]`` and clean masks."""
+    """Noisy model inputs, velocity targets ``eps - x0``, levels and clean masks.
+
+    ``sigma_video`` is ``[B, T]`` (one level per latent frame, equal along T unless frame levels were drawn),
+    ``sigma_audio`` ``[B]``.
+    """
 
     video: Tensor
     audio: Tensor
@@ -161,8 +184,10 @@ def prepare_flow_inputs(
     sigma_video, sigma_audio = sample_modality_sigmas(config, video0.shape[0], generator, video0.device)
     eps_video = randn(video0.shape, generator, video0.device, video0.dtype)
     eps_audio = randn(audio0.shape, generator, audio0.device, audio0.dtype)
+    sigma_video = sample_frame_levels(config, sigma_video, video0.shape[2], generator)
+    video_levels = sigma_video.to(video0.dtype)[:, None, :, None, None]
     return FlowTrainingInputs(
-        video=noise_latents(video0, sigma_video.to(video0.dtype), eps_video, video_clean, VIDEO_CHANNEL_DIM),
+        video=noise_latents(video0, video_levels, eps_video, video_clean, VIDEO_CHANNEL_DIM),
         audio=noise_latents(audio0, sigma_audio.to(audio0.dtype), eps_audio, audio_clean, AUDIO_CHANNEL_DIM),
         video_target=velocity_target(video0, eps_video),
         audio_target=velocity_target(audio0, eps_audio),

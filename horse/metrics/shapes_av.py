@@ -13,7 +13,10 @@ centroid track is fitted with reflected constant-speed motion between walls at t
 (``render.centroid_offset``), trying both initial directions (``axis_bounces``): the fit gives the bounce frames
 (also at the first and last frame, where no reversal is visible) and the initial direction.
 Direction = the fitted initial signs of the moving axes; motion score = the dataset's own definition
-(``render.motion_score``) on the centroids.
+(``render.motion_score``) on the centroids. Track jitter = the median over frames of the centroid's second
+difference |c[k+1] - 2 c[k] + c[k-1]| in px: 0 for constant velocity (a bounce is one spike, which the median
+ignores), large when the object jumps about from frame to frame; it measures temporal coherence on its own,
+before any direction is right.
 
 Audio: onsets by hysteresis on the Hilbert envelope; pitch = FFT peak -> nearest pitch (within a tolerance). Sync:
 onsets and visual bounces (in frames) matched one to one within ``SYNC_TOLERANCE_FRAMES`` -> precision, recall,
@@ -159,6 +162,14 @@ def axis_bounces(p: np.ndarray, lo: float, hi: float, step: float,
     return bounces, first, error / max(1, len(p) - 1)
 
 
+def track_jitter(centroids: np.ndarray) -> float | None:
+    """Median |second difference| of a centroid track ``[F, 2]`` in px (gaps interpolated); None below 3 frames."""
+    track = _fill_gaps(centroids)
+    if track is None or len(track) < 3:
+        return None
+    return float(np.median(np.linalg.norm(np.diff(track, n=2, axis=0), axis=1)))
+
+
 def analyse_motion(shape: dict, config: ShapesConfig, settings: ScorerSettings = DEFAULT_SETTINGS) -> dict:
     """Direction name (or None), measured motion score, mean speed and bounce frames from ``detect_shape``."""
     none = {"direction": None, "axis_signs": [0, 0], "mean_speed_px": 0.0, "motion_score": 0.0, "bounce_frames": []}
@@ -289,12 +300,14 @@ def score_clip(frames: np.ndarray, audio: np.ndarray | None, sample_rate: int | 
         "motion_abs_error": None if wanted_motion is None else abs(motion["motion_score"] - wanted_motion),
         "sync_precision": sync["precision"], "sync_recall": sync["recall"], "sync_f1": sync["f1"],
         "count_error": float(sync["count_error"]),
+        "track_jitter_px": track_jitter(shape["centroids"]) if shape["found"] else None,
     })
     detected = {
         "shape_found": shape["found"], "colour": shape["colour"], "colour_rgb": shape["colour_rgb"],
         "shape": shape["shape"], "size": shape["size"], "side_px": shape["side_px"],
         "direction": motion["direction"], "mean_speed_px": motion["mean_speed_px"],
         "bounce_frames": motion["bounce_frames"], "onset_times_s": [round(float(t), 4) for t in onsets],
+        "track_px": [[round(float(v), 2) for v in c] for c in shape["centroids"]] if shape["found"] else None,
         "onset_frames": onset_frames, "pitch": pitch, "pitch_hz": pitch_hz, "sync_matched": sync["matched"],
     }
     return {"scores": scores, "detected": detected}
@@ -317,4 +330,6 @@ SCORES = {
     "sync_f1": ScoreSpec("mean", ("sync_f1",), description="F1 of beep onsets vs visual bounces (+-1 frame)"),
     "count_error": ScoreSpec("mean", ("count_error",), higher_is_better=False,
                              description="|#beep onsets - #visual bounces|"),
+    "track_jitter_px": ScoreSpec("mean", ("track_jitter_px",), higher_is_better=False,
+                                 description="median |second difference| of the object's centroid (px/frame^2)"),
 }

@@ -31,6 +31,8 @@ class DiTConfig:
     enable_attn_gating: bool = True
     norm_eps: float = 1e-6
     rope_temperature: float = 10000.0
+    # The fastest band in radians per position step (the release: 1). Bands are max / temperature^(k/bands).
+    rope_max_frequency: float = 1.0
     # The release's MLP width multiplier: gelu7 uses mlp_ratio*D, swiglu7 uses 2/3 of that rounded down to 4.
     mlp_ratio: int = 4
 
@@ -43,6 +45,9 @@ class DiTConfig:
                 raise ValueError(f"{name} lists layers {bad} outside 0..{self.num_layers - 1}")
         if self.hidden_size % self.head_dim:
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of head_dim {self.head_dim}")
+        if not 0 < self.rope_max_frequency <= 3.1416:
+            raise ValueError(f"rope_max_frequency must be in (0, pi] radians per step (beyond pi a band aliases), "
+                             f"got {self.rope_max_frequency}")
         if self.head_dim % 8:
             raise ValueError(f"head_dim {self.head_dim} must be a multiple of 8 (RoPE uses head_dim/8 bands per axis)")
         if self.num_heads_q % self.num_query_groups:

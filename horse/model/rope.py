@@ -3,7 +3,7 @@
 Coordinate columns: ``(t, h, w, T, H, W, refT, refH, refW)``. Per axis
 ``scale = (ref - 1) / (size - 1)`` (1 when both are 1), h and w are centred on
 ``(size - 1) / 2``, and ``theta[a, k] = (coord_a - centre_a) * scale_a * band_k``
-with ``band_k = 1 / temperature^(k / bands)``. The table is
+with ``band_k = max_frequency / temperature^(k / bands)`` (the release: max_frequency 1). The table is
 ``[sin(theta_t), sin(theta_h), sin(theta_w), cos(...)]``: ``[N, 6 * bands]``.
 Rotate-half is applied to the first ``6 * bands`` dims of every q/k head.
 """
@@ -14,10 +14,11 @@ import torch
 from torch import nn
 
 
-def rope_bands(num_bands: int, temperature: float = 10000.0) -> torch.Tensor:
+def rope_bands(num_bands: int, temperature: float = 10000.0, max_frequency: float = 1.0) -> torch.Tensor:
     # Computed as 1 / t^(k/n) in fp32 like the release: 4 of its 16 values differ by 1 ulp
     # from the correctly rounded t^(-k/n), and bitwise parity needs the same rounding.
-    return 1.0 / (temperature ** (torch.arange(num_bands, dtype=torch.float32) / num_bands))
+    bands = 1.0 / (temperature ** (torch.arange(num_bands, dtype=torch.float32) / num_bands))
+    return bands if max_frequency == 1.0 else bands * max_frequency
 
 
 def rope_angles(coords: torch.Tensor, bands: torch.Tensor) -> torch.Tensor:
@@ -41,9 +42,9 @@ def rope_angles(coords: torch.Tensor, bands: torch.Tensor) -> torch.Tensor:
 class ElementWiseFourierEmbed(nn.Module):
     """Holds ``bands`` as a persistent buffer: the official checkpoints carry ``adapter.rope.bands``."""
 
-    def __init__(self, head_dim: int, temperature: float = 10000.0):
+    def __init__(self, head_dim: int, temperature: float = 10000.0, max_frequency: float = 1.0):
         super().__init__()
-        self.register_buffer("bands", rope_bands(head_dim // 8, temperature), persistent=True)
+        self.register_buffer("bands", rope_bands(head_dim // 8, temperature, max_frequency), persistent=True)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         theta = rope_angles(coords, self.bands.float()).flatten(1)

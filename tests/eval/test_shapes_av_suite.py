@@ -52,6 +52,8 @@ def test_results_json_states_scores_chance_ceiling_and_provenance(first_run, che
             assert group["scores"][name]["ceiling"] == 1.0  # real clips through the same scorer
         assert group["scores"]["colour_accuracy"]["chance"] == pytest.approx(1 / 8)
         assert 0 < group["scores"]["sync_f1"]["chance"] < group["scores"]["sync_f1"]["ceiling"]
+        jitter = group["scores"]["track_jitter_px"]  # chance: the real tracks with their frames shuffled
+        assert jitter["ceiling"] < 1.0 < jitter["chance"] and not jitter["higher_is_better"]
     settings = results["settings"]
     from horse.pipeline import demo_checkpoint_config
     default_shift = demo_checkpoint_config().sampler.shift  # the suite leaves shift to the checkpoint

@@ -8,7 +8,7 @@ import pytest
 from horse.data.av_io import decode_mp4, encode_mp4
 from horse.data.shapes import ShapesConfig, make_clip, parse_caption, render_clip, sample_params
 from horse.data.shapes.render import bounce_audio
-from horse.metrics.shapes_av import SCORES, detect_onsets, detect_pitch, match_events, score_clip
+from horse.metrics.shapes_av import SCORES, detect_onsets, detect_pitch, match_events, score_clip, track_jitter
 from horse.metrics.stats import summarise_scores
 
 CONFIG = ShapesConfig()
@@ -51,6 +51,7 @@ def test_real_clips_score_at_the_ceiling(clips):
     assert means["sync_f1"] >= 0.9 and means["sync_precision"] >= 0.9 and means["sync_recall"] >= 0.9
     assert means["count_error"] <= 0.25
     assert means["motion_abs_error"] <= 0.05 and means["motion_correlation"] >= 0.95
+    assert means["track_jitter_px"] <= 0.5  # constant velocity between bounces, through H.264
     for result, (_, _, _, truth, _) in zip(results, clips):
         # audio is on the video clock after decoding (AAC priming dropped): onsets within 10 ms of the tones
         np.testing.assert_allclose(result["detected"]["onset_times_s"], truth["tone_onsets_s"], atol=0.010)
@@ -161,12 +162,23 @@ def test_matching_is_one_to_one_within_a_frame():
     assert match_events([], [])["f1"] is None  # nothing to judge
 
 
+def test_track_jitter_sees_frames_out_of_order(clips):
+    _, _, _, truth, (frames, audio, rate) = clips[0]
+    in_order = score(frames, audio, rate, truth)["scores"]["track_jitter_px"]
+    shuffled = score(frames[np.random.default_rng(0).permutation(len(frames))], audio, rate, truth)
+    assert in_order < 0.5 < 2.0 < shuffled["scores"]["track_jitter_px"]
+    # a track of 2 frames has no second difference; constant velocity has none
+    assert track_jitter(np.array([[1.0, 2.0], [3.0, 4.0]])) is None
+    assert track_jitter(np.array([[1.0, 2.0], [3.0, 3.0], [5.0, 4.0], [7.0, 5.0]])) == 0.0
+
+
 def test_a_blank_silent_clip_gets_nothing_right():
     truth = make_clip(CONFIG, 0, "test", 0)[2]
     result = score(np.full((16, 32, 32, 3), 48, np.uint8), np.zeros((1, 32000), np.float32), 16000, truth)
     assert not result["detected"]["shape_found"]
     assert all(result["scores"][f"{label}_correct"] == 0.0 for label in LABELS)
     assert result["scores"]["sync_f1"] is None and result["scores"]["motion_score_measured"] == 0.0
+    assert result["scores"]["track_jitter_px"] is None
 
 
 def test_requested_parameters_are_checked():

@@ -136,6 +136,19 @@ def test_rope_bands_computed_as_the_release_does():
     assert torch.allclose(demo, torch.tensor([1.0, 100 ** -0.25, 0.1, 100 ** -0.75]))
 
 
+def test_rope_max_frequency_scales_every_band():
+    from horse.model.config import DiTConfig
+
+    cfg = DiTConfig(num_layers=1, hidden_size=64, head_dim=32, num_query_groups=1, mm_layers=(), gelu7_layers=(),
+                    rope_temperature=100.0, rope_max_frequency=2.5)
+    bands = DiTModel(cfg).adapter.rope.bands
+    assert torch.allclose(bands, 2.5 * torch.tensor([1.0, 100 ** -0.25, 0.1, 100 ** -0.75]))
+    assert torch.equal(rope_bands(16, max_frequency=1.0), rope_bands(16))  # the release's bands, bit for bit
+    for bad in (0.0, -1.0, 4.0):
+        with pytest.raises(ValueError, match="rope_max_frequency"):
+            cfg.replace(rope_max_frequency=bad)
+
+
 def ref_angles(row, bands):
     """One coords row (t,h,w,T,H,W,refT,refH,refW) -> [3, nb] angles, spec 3.4 written out."""
     out = []
