@@ -152,8 +152,8 @@ def noise_latents(
 class FlowTrainingInputs:
     """Noisy model inputs, velocity targets ``eps - x0``, levels and clean masks.
 
-    ``sigma_video`` is ``[B, T]`` (one level per latent frame, equal along T unless frame levels were drawn),
-    ``sigma_audio`` ``[B]``.
+    ``sigma_audio`` is ``[B]``; ``sigma_video`` is ``[B]``, or ``[B, 1, T, 1, 1]`` (one level per latent frame)
+    when ``frame_level_fraction > 0``: both broadcast against the video (``flow.broadcast_sigma``).
     """
 
     video: Tensor
@@ -184,10 +184,10 @@ def prepare_flow_inputs(
     sigma_video, sigma_audio = sample_modality_sigmas(config, video0.shape[0], generator, video0.device)
     eps_video = randn(video0.shape, generator, video0.device, video0.dtype)
     eps_audio = randn(audio0.shape, generator, audio0.device, audio0.dtype)
-    sigma_video = sample_frame_levels(config, sigma_video, video0.shape[2], generator)
-    video_levels = sigma_video.to(video0.dtype)[:, None, :, None, None]
+    if config.frame_level_fraction > 0:  # [B, 1, T, 1, 1]: broadcasts against the video like a [B] level does
+        sigma_video = sample_frame_levels(config, sigma_video, video0.shape[2], generator)[:, None, :, None, None]
     return FlowTrainingInputs(
-        video=noise_latents(video0, video_levels, eps_video, video_clean, VIDEO_CHANNEL_DIM),
+        video=noise_latents(video0, sigma_video.to(video0.dtype), eps_video, video_clean, VIDEO_CHANNEL_DIM),
         audio=noise_latents(audio0, sigma_audio.to(audio0.dtype), eps_audio, audio_clean, AUDIO_CHANNEL_DIM),
         video_target=velocity_target(video0, eps_video),
         audio_target=velocity_target(audio0, eps_audio),

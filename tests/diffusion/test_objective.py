@@ -3,6 +3,8 @@ import math
 import pytest
 import torch
 
+from horse.diffusion.flow import x0_from_velocity
+
 from horse.diffusion.loss import (
     LossConfig,
     combine_loss_terms,
@@ -91,7 +93,7 @@ def test_prepare_inputs_draw_order_and_clean_tokens():
     ref = torch.Generator().manual_seed(4)
     sv, sa = sample_sigmas(cfg, 2, ref), sample_sigmas(cfg, 2, ref)
     ev, ea = torch.randn(video0.shape, generator=ref), torch.randn(audio0.shape, generator=ref)
-    assert torch.equal(inputs.sigma_video, sv[:, None].expand(2, 4)) and torch.equal(inputs.sigma_audio, sa)
+    assert torch.equal(inputs.sigma_video, sv) and torch.equal(inputs.sigma_audio, sa)
     assert torch.allclose(inputs.video_target, ev - video0) and torch.allclose(inputs.audio_target, ea - audio0)
     expected_v = (1 - sv.view(2, 1, 1, 1, 1)) * video0 + sv.view(2, 1, 1, 1, 1) * ev
     assert torch.equal(inputs.video[0, :, :1], video0[0, :, :1])  # clean TI2V frame
@@ -112,14 +114,17 @@ def test_frame_levels_give_a_share_of_clips_one_level_per_frame():
     mixed = prepare_flow_inputs(video0, audio0, framed, torch.Generator().manual_seed(9))
     # the clip levels, audio levels and noise come first, so they are the fraction-0 run's draws
     assert torch.equal(mixed.sigma_audio, plain.sigma_audio) and torch.equal(mixed.video_target, plain.video_target)
-    varies = mixed.sigma_video.std(dim=1) > 0
+    assert mixed.sigma_video.shape == (400, 1, 6, 1, 1) and plain.sigma_video.shape == (400,)
+    levels = mixed.sigma_video.flatten(1)
+    varies = levels.std(dim=1) > 0
     assert abs(varies.float().mean().item() - 0.25) < 0.07
-    assert torch.equal(mixed.sigma_video[~varies], plain.sigma_video[~varies])
+    assert torch.equal(levels[~varies], plain.sigma_video[~varies, None].expand(-1, 6))
     # per-frame levels follow the same law (median of logit-normal shift 3 is 0.75) and noise their own frame
-    assert abs(mixed.sigma_video[varies].median().item() - 0.75) < 0.05
-    s = mixed.sigma_video[:, None, :, None, None]
+    assert abs(levels[varies].median().item() - 0.75) < 0.05
     eps = plain.video_target + video0
+    s = mixed.sigma_video
     assert torch.allclose(mixed.video, (1 - s) * video0 + s * eps, atol=1e-6)
+    assert torch.allclose(x0_from_velocity(mixed.video, mixed.sigma_video, mixed.video_target), video0, atol=1e-5)
     with pytest.raises(ValueError, match="frame_level_fraction"):
         NoiseConfig(frame_level_fraction=-0.1)
 
