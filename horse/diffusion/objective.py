@@ -103,14 +103,11 @@ def sample_modality_sigmas(
 
 def sample_frame_levels(config: NoiseConfig, clip_levels: Tensor, num_frames: int, generator: torch.Generator) -> Tensor:
     """Video levels ``[B, T]``: ``clip_levels [B]`` on every frame, except for a ``frame_level_fraction`` share
-    of samples whose frames draw their own levels from the video law. Draws nothing when the fraction is 0."""
+    of samples whose frames draw their own levels from the video law."""
     batch = clip_levels.shape[0]
-    levels = clip_levels[:, None].expand(batch, num_frames)
-    if config.frame_level_fraction <= 0:
-        return levels
     own = sample_sigmas(config, batch * num_frames, generator, clip_levels.device).view(batch, num_frames)
     pick = torch.rand(batch, generator=generator, device=generator.device) < config.frame_level_fraction
-    return torch.where(pick.to(clip_levels.device)[:, None], own, levels)
+    return torch.where(pick.to(clip_levels.device)[:, None], own, clip_levels[:, None])
 
 
 def expand_token_mask(mask: Tensor | None, x: Tensor, channel_dim: int) -> Tensor | None:

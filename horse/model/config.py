@@ -7,6 +7,7 @@ Field names follow the official `ModelConfig` so that an official config dict
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 VIDEO, AUDIO, TEXT = 0, 1, 2
@@ -45,7 +46,7 @@ class DiTConfig:
                 raise ValueError(f"{name} lists layers {bad} outside 0..{self.num_layers - 1}")
         if self.hidden_size % self.head_dim:
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of head_dim {self.head_dim}")
-        if not 0 < self.rope_max_frequency <= 3.1416:
+        if not 0 < self.rope_max_frequency <= math.pi:
             raise ValueError(f"rope_max_frequency must be in (0, pi] radians per step (beyond pi a band aliases), "
                              f"got {self.rope_max_frequency}")
         if self.head_dim % 8:

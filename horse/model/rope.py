@@ -15,10 +15,9 @@ from torch import nn
 
 
 def rope_bands(num_bands: int, temperature: float = 10000.0, max_frequency: float = 1.0) -> torch.Tensor:
-    # Computed as 1 / t^(k/n) in fp32 like the release: 4 of its 16 values differ by 1 ulp
-    # from the correctly rounded t^(-k/n), and bitwise parity needs the same rounding.
-    bands = 1.0 / (temperature ** (torch.arange(num_bands, dtype=torch.float32) / num_bands))
-    return bands if max_frequency == 1.0 else bands * max_frequency
+    # Computed as max_frequency / t^(k/n) in fp32: with max_frequency 1 that is the release's 1 / t^(k/n),
+    # 4 of whose 16 values differ by 1 ulp from the correctly rounded t^(-k/n); bitwise parity needs it.
+    return max_frequency / (temperature ** (torch.arange(num_bands, dtype=torch.float32) / num_bands))
 
 
 def rope_angles(coords: torch.Tensor, bands: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from horse.diffusion.flow import x0_from_velocity
-
 from horse.diffusion.loss import (
     LossConfig,
     combine_loss_terms,
