@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .decode import ClipConfig, SampleDecoder
+from .locks import exclusive_lock
 from .shards import expand_shards, write_shards
 
 CACHE_FORMAT_VERSION = 1
@@ -240,12 +241,19 @@ def cache_dataset(source, out_dir: str | Path, bundle: CodecBundle, cfg: ClipCon
     inputs -> ``StaleCacheError`` unless ``overwrite``. Bad samples are skipped and counted.
     ``workers`` > 0 decodes and encodes in that many processes; the output is the same, in the same order.
     """
-    from .stream import iter_raw_samples
-
     urls = expand_shards(source)  # a missing dataset is an error now, before any work
     inputs = cache_inputs(bundle, cfg, latent_dtype)
     digest = inputs_hash(inputs)
     out = Path(out_dir)
+    with exclusive_lock(out.parent / f".{out.name}.lock"):  # a second run waits, then finds a hit
+        return _build_cache(urls, out, bundle, cfg, inputs, digest, latent_dtype, max_count, overwrite,
+                            progress, workers)
+
+
+def _build_cache(urls, out: Path, bundle, cfg, inputs, digest, latent_dtype, max_count, overwrite, progress,
+                 workers) -> CacheReport:
+    from .stream import iter_raw_samples
+
     if (out / MANIFEST_NAME).is_file():
         try:
             return CacheReport("hit", check_cache(out, inputs), Counter())

@@ -25,6 +25,7 @@ from .samplers import randn
 from .schedules import DEFAULT_SHIFT, shift_sigma
 
 VIDEO_CHANNEL_DIM = 1
+VIDEO_TIME_DIM = 2
 AUDIO_CHANNEL_DIM = 2
 
 

@@ -26,6 +26,8 @@ class DiTConfig:
     gelu7_layers: tuple[int, ...] = (0, 1, 2, 3)
     post_norm_layers: tuple[int, ...] = ()
     local_attn_layers: tuple[int, ...] = ()
+    # Latent frames each side that a local_attn_layers video token sees (the release's frame_receptive_field).
+    local_frame_window: int = 11
     video_in_channels: int = 192
     audio_in_channels: int = 64
     text_in_channels: int = 3584
@@ -44,6 +46,8 @@ class DiTConfig:
             bad = [i for i in value if not 0 <= i < self.num_layers]
             if bad:
                 raise ValueError(f"{name} lists layers {bad} outside 0..{self.num_layers - 1}")
+        if self.local_frame_window < 0:
+            raise ValueError(f"local_frame_window must be >= 0 latent frames each side, got {self.local_frame_window}")
         if self.hidden_size % self.head_dim:
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of head_dim {self.head_dim}")
         if not 0 < self.rope_max_frequency <= math.pi:

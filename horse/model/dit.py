@@ -200,8 +200,7 @@ class DiTModel(nn.Module):
             q, k = local_ranges
             return LocalAttentionPlan.from_ranges(q, k, modality.numel(), modality.device)
         if local_window is None:
-            raise ValueError(f"layers {list(self.config.local_attn_layers)} use local attention: pass "
-                             "local_ranges=(q_ranges, k_ranges) or local_window=<frames each side>")
+            local_window = self.config.local_frame_window
         q_all, k_all, offset = [], [], 0
         for length in seqlens:
             mod = modality[offset:offset + length]

@@ -19,7 +19,6 @@ from horse.diffusion.guidance import apply_guidance, video_guidance_scale
 from horse.diffusion.samplers import VelocityFn
 from horse.model.packing import pack, unpack
 
-LOCAL_FRAME_RECEPTIVE_FIELD = 11  # latent frames each side that local-attention layers see (release default)
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ class Guidance:
 
 
 def make_velocity_fn(model, text: Tensor, negative_text: Tensor | None = None, guidance: Guidance | None = None,
-                     *, coords_style: str = "v2", local_window: int = LOCAL_FRAME_RECEPTIVE_FIELD) -> VelocityFn:
+                     *, coords_style: str = "v2", local_window: int | None = None) -> VelocityFn:
     """``velocity_fn(video [B,C,T,h,w], audio [B,Na,Ca], sigma_v, sigma_a, step)`` running ``model``.
 
     ``text``/``negative_text``: ``[L, D]`` features. With ``guidance`` (and it active) ``negative_text`` is
@@ -47,7 +46,7 @@ def make_velocity_fn(model, text: Tensor, negative_text: Tensor | None = None, g
         raise ValueError("classifier-free guidance needs the negative-prompt features (negative_text)")
     cfg = model.config
     width = cfg.max_in_channels
-    extra = {"local_window": local_window} if cfg.local_attn_layers else {}
+    extra = {"local_window": local_window} if cfg.local_attn_layers and local_window is not None else {}
     device = next(model.parameters()).device
 
     def contexts(t: Tensor | None):

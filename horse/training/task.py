@@ -118,7 +118,7 @@ class FlowMatchingTask:
         for idx, inputs in prepared:
             v_video = torch.stack([preds[i]["video"] for i in idx])
             v_audio = torch.stack([preds[i]["audio"] for i in idx])
-            for name, t in modality_loss_terms(v_video, v_audio, inputs).items():
+            for name, t in modality_loss_terms(v_video, v_audio, inputs, self.config.loss).items():
                 prev = terms.get(name)
                 terms[name] = t if prev is None else LossTerms(prev.sum + t.sum, prev.count + t.count)
         for name, t in terms.items():

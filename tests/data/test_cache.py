@@ -1,6 +1,7 @@
-"""Latent cache: contents equal the demo codecs applied to the decoded clip; hit / miss / stale."""
+"""Latent cache: contents equal the demo codecs applied to the decoded clip; hit / miss / stale; concurrent builds."""
 
 import json
+import multiprocessing
 
 import numpy as np
 import pytest
@@ -92,6 +93,27 @@ def test_codec_identity_change_is_named(bundle, raw_dir, tmp_path):
     changed["codec"]["text_assets"]["model.safetensors"] = "f" * 64
     with pytest.raises(StaleCacheError, match=r"codec\.text_assets\.model\.safetensors"):
         check_cache(tmp_path, changed)
+
+
+def _call_cache(raw_dir, out, barrier, queue):
+    barrier.wait()
+    report = cache_dataset(str(raw_dir), out, DemoCodecBundle(), CFG, max_count=2)
+    queue.put(report.status)
+
+
+def test_concurrent_runs_build_the_cache_once(raw_dir, tmp_path):
+    # two training runs starting together used to write the same shard names at once and crash
+    context = multiprocessing.get_context("spawn")  # a fork after torch ran its thread pool can deadlock
+    barrier, queue = context.Barrier(2), context.Queue()
+    procs = [context.Process(target=_call_cache, args=(raw_dir, tmp_path / "c", barrier, queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    statuses = sorted(queue.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert statuses == ["built", "hit"]
+    assert len(list(read_shards(str(tmp_path / "c" / "latents-*.tar")))) == 3
 
 
 def test_incomplete_and_missing_cache(tmp_path):

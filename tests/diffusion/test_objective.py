@@ -185,6 +185,40 @@ def test_token_weighted_mean_is_exact_across_unequal_micro_batches():
     assert not torch.allclose(naive, v_err.mean())
 
 
+def test_temporal_weight_adds_the_frame_to_frame_error_and_spares_static_errors():
+    g = torch.Generator().manual_seed(9)
+    target = torch.randn(2, 3, 5, 2, 2, generator=g)
+    static = target + torch.randn(2, 3, 1, 2, 2, generator=g)  # the same error on every frame
+    moving = target + torch.randn(2, 3, 5, 2, 2, generator=g)
+    for pred in (static, moving):
+        plain = flow_loss_terms(pred, target, 1)
+        temporal = flow_loss_terms(pred, target, 1, temporal_weight=2.0, time_dim=2)
+        diff = (pred - target).diff(dim=2).square().mean(1).sum()
+        assert temporal.count == plain.count
+        assert torch.allclose(temporal.sum, plain.sum + 2.0 * diff)
+    assert torch.allclose(flow_loss_terms(static, target, 1, temporal_weight=2.0, time_dim=2).sum,
+                          flow_loss_terms(static, target, 1).sum)
+    # a clean (unsupervised) frame 0 takes the pair (0, 1) out too, and gets no gradient
+    clean = leading_frames_mask(torch.tensor([True, False]), 5)
+    pred = moving.clone().requires_grad_()
+    terms = flow_loss_terms(pred, target, 1, clean, temporal_weight=1.0, time_dim=2)
+    err = (moving - target)
+    pair = err.diff(dim=2).square().mean(1)
+    expected = err.square().mean(1)[1].sum() + err.square().mean(1)[0, 1:].sum() + pair[1].sum() + pair[0, 1:].sum()
+    assert torch.allclose(terms.sum, expected)
+    terms.sum.backward()
+    assert pred.grad[0, :, 0].abs().max() == 0
+    # the task's entry point reads the weight from LossConfig; negative weights are refused
+    inputs = prepare_flow_inputs(target, torch.randn(2, 4, 3, generator=g), NoiseConfig(), g)
+    v_audio = torch.zeros_like(inputs.audio_target)
+    loss, _ = flow_matching_loss(moving, v_audio, inputs, LossConfig(video_temporal_weight=1.0))
+    plain, _ = flow_matching_loss(moving, v_audio, inputs)
+    e = moving - inputs.video_target
+    assert torch.allclose(loss - plain, e.diff(dim=2).square().mean(1).sum() / e[:, 0].numel())
+    with pytest.raises(ValueError, match="video_temporal_weight"):
+        LossConfig(video_temporal_weight=-1.0)
+
+
 def test_caption_dropout():
     g = torch.Generator().manual_seed(7)
     text = torch.randn(6, 4, 3, generator=g)

@@ -105,8 +105,12 @@ def test_local_window_equals_explicit_release_ranges(tiny_config, random_model, 
     by_ranges = model(**packed.model_inputs(), local_ranges=ranges)
     assert rel_err(by_window, by_ranges) <= 1e-6
     assert rel_err(model(**packed.model_inputs(), local_window=5), by_window) > 1e-4
-    with pytest.raises(ValueError, match="local"):
-        model(**packed.model_inputs())
+    # without an explicit window the config's local_frame_window (the release's 11) applies
+    assert rel_err(model(**packed.model_inputs()), model(**packed.model_inputs(), local_window=11)) <= 1e-6
+    narrow = random_model(cfg.replace(local_frame_window=1), seed=2)
+    assert rel_err(narrow(**packed.model_inputs()), by_window) <= 1e-6
+    with pytest.raises(ValueError, match="local_frame_window"):
+        cfg.replace(local_frame_window=-1)
 
 
 def test_model_uses_the_union_mask_in_local_layers_only(tiny_config, random_model, make_pack, rel_err,

@@ -12,7 +12,6 @@ manifest, so nobody ever sees half a dataset; later callers find the complete ma
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import multiprocessing
@@ -20,10 +19,10 @@ import os
 import shutil
 import time
 import uuid
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
+from ..locks import exclusive_lock
 from .config import ShapesConfig
 from .generate import SPLITS, is_held_out_slot, make_sample
 
@@ -76,17 +75,6 @@ def split_shards(root: str | Path, split: str) -> list[Path]:
     if split not in manifest["shards"]:
         raise ValueError(f"split must be one of {sorted(manifest['shards'])}, got {split!r}")
     return [Path(root) / rel for rel in manifest["shards"][split]]
-
-
-@contextmanager
-def _exclusive_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # blocks until the generating process is done
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _matches(root: Path, identity: dict) -> bool:
@@ -145,7 +133,7 @@ def make_shapes(out_dir: str | Path | None = None, num_train: int = DEFAULT_COUN
     identity = _identity(config, seed, counts)
     root = Path(out_dir).expanduser() if out_dir is not None else default_cache_root() / dataset_id(config, seed, counts)
     root = root.absolute()
-    with _exclusive_lock(root.parent / f".{root.name}.lock"):
+    with exclusive_lock(root.parent / f".{root.name}.lock"):
         if _matches(root, identity):
             return root
         if root.exists() and not root.is_dir():
