@@ -33,7 +33,7 @@ def probe(pipeline, clips: int = 12, sigmas=DEFAULT_SIGMAS, seed: int = 0, split
     of the default shapes-AV dataset drawn with ``dataset_seed``; ``seed`` draws the noise."""
     from horse.codecs.demo.video import frames_to_video, video_to_frames
     from horse.data.shapes import ShapesConfig, make_clip
-    from horse.diffusion.flow import add_noise, x0_from_velocity
+    from horse.diffusion.flow import add_noise, correlate_frames, x0_from_velocity
     from horse.metrics.shapes_av import detect_shape
     from horse.pipeline.velocity import make_velocity_fn
 
@@ -54,7 +54,7 @@ def probe(pipeline, clips: int = 12, sigmas=DEFAULT_SIGMAS, seed: int = 0, split
         static.append(_mean_distance(track, np.nanmean(track, axis=0, keepdims=True)))
         velocity = make_velocity_fn(pipeline.model, pipeline.codecs.encode_text(truth["caption"]))
         # one noise draw per clip, shared by every level: a level's result does not depend on which others are asked
-        eps = torch.randn(x0.shape, generator=generator)
+        eps = correlate_frames(torch.randn(x0.shape, generator=generator), pipeline.config.video_frame_correlation)
         audio = torch.randn((1, layout.num_audio, layout.audio_channels), generator=generator)
         for sigma in errors:
             noisy = add_noise(x0, eps, sigma)

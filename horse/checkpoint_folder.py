@@ -16,6 +16,8 @@ config.json fields (``model`` and ``codecs`` are required, the rest have default
   with fields overriding the preset.
 - ``precision``: ``"fp32"`` or ``"mixed"`` (bf16 matmuls over fp32 master weights).
 - ``coords_style``: ``"v2"`` (base/distill) or ``"v1"`` (SR models).
+- ``video_frame_correlation``: the correlation of neighbouring latent frames' starting noise the model was
+  trained with (``objective.noise.video_frame_correlation``; 0 = independent, the release).
 - ``codecs``: ``{"video"|"audio"|"text": {"type": ..., "path": ...}}``; types in ``CODEC_TYPES``; a path is
   relative to DIR or absolute; demo codecs need none.
 - ``native_fps``: frame rate the model generates at; ``fps_options``: output rates offered (retimed from native).
@@ -91,6 +93,7 @@ class CheckpointConfig:
     sampler: SamplerDefaults = field(default_factory=SamplerDefaults)
     precision: str = "fp32"
     coords_style: str = "v2"
+    video_frame_correlation: float = 0.0
     negative_prompt: str = ""
     null_text: str = ""
     motion_template: str | None = None
@@ -110,6 +113,10 @@ class CheckpointConfig:
         _check_type("precision", self.precision, (str,), f"one of {PRECISIONS}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"config field 'precision' must be one of {PRECISIONS}, got {self.precision!r}")
+        _check_type("video_frame_correlation", self.video_frame_correlation, (int, float), "a number in [0, 1)")
+        if not 0 <= self.video_frame_correlation < 1:
+            raise ValueError(f"config field 'video_frame_correlation' must be in [0, 1), got "
+                             f"{self.video_frame_correlation!r}")
         if self.coords_style not in COORDS_STYLES:
             raise ValueError(f"config field 'coords_style' must be one of {COORDS_STYLES}, got {self.coords_style!r}")
         self._validate_codecs()

@@ -30,7 +30,8 @@ def export_config(cfg: DictConfig) -> CheckpointConfig:
     m = cfg.model
     model = {"preset": m.preset, **container(m.get("overrides"))} if isinstance(m.preset, str) else container(m.preset)
     fields.update(format_version=1, model=model, precision=m.precision, coords_style=cfg.objective.coords_style,
-                  null_text=cfg.objective.null_text)
+                  null_text=cfg.objective.null_text,
+                  video_frame_correlation=cfg.objective.noise.get("video_frame_correlation", 0.0))
     return CheckpointConfig.from_dict(fields, source="codec.checkpoint")
 
 

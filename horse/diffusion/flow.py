@@ -58,6 +58,28 @@ def eps_from_velocity(x: Tensor, sigma: SigmaLike, v: Tensor) -> Tensor:
     return x + (1 - broadcast_sigma(sigma, x)) * v
 
 
+def correlate_frames(noise: Tensor, correlation: float, time_dim: int = 2) -> Tensor:
+    """Standard normal ``noise`` made an AR(1) process along ``time_dim``: ``n_0 = z_0``,
+    ``n_t = c * n_{t-1} + sqrt(1 - c^2) * z_t`` (PYoCo's progressive noise prior, arXiv 2305.10474).
+
+    Every element stays N(0, 1); frames k apart correlate ``c^k``. Neighbouring frames' noise then mostly
+    cancels in their difference, so motion shows at noise levels where a single frame is still hidden.
+    ``correlation`` 0 returns ``noise`` itself.
+    """
+    if not 0.0 <= correlation < 1.0:
+        raise ValueError(f"frame noise correlation must be in [0, 1), got {correlation}")
+    if correlation == 0.0:
+        return noise
+    frames = noise.shape[time_dim]
+    t = torch.arange(frames, dtype=torch.float64)
+    gain = torch.full((frames,), (1.0 - correlation**2) ** 0.5, dtype=torch.float64)
+    gain[0] = 1.0
+    # mix[t, s] = c^(t-s) * gain[s] for s <= t: the recursion unrolled into one matrix
+    mix = torch.tril(correlation ** (t[:, None] - t[None, :]).clamp_min(0)) * gain[None, :]
+    out = noise.movedim(time_dim, -1) @ mix.T.to(noise.device, noise.dtype)
+    return out.movedim(-1, time_dim)
+
+
 def velocity_from_x0(x: Tensor, sigma: SigmaLike, x0: Tensor) -> Tensor:
     """The velocity implied by a clean-data estimate at noise level sigma > 0: ``(x - x0) / sigma``."""
     return (x - x0) / broadcast_sigma(sigma, x)

@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .flow import add_noise, velocity_target
+from .flow import add_noise, correlate_frames, velocity_target
 from .samplers import randn
 from .schedules import DEFAULT_SHIFT, shift_sigma
 
@@ -47,6 +47,9 @@ class NoiseConfig:
         same law (the "vectorised timesteps" of FVDM, arXiv 2410.03160, and Diffusion Forcing): a noisy frame
         between cleaner ones can only be recovered from its neighbours, which teaches how frames follow each
         other. The rest keep one level for the whole clip, the only case sampling asks for.
+    video_frame_correlation: the correlation of neighbouring latent frames' noise (``flow.correlate_frames``;
+        0 = independent, the release). It changes the model's noise prior, so sampling must start from the
+        same law: the exported checkpoint carries it (``CheckpointConfig.video_frame_correlation``).
     """
 
     distribution: Literal["shifted_uniform", "logit_normal"] = "shifted_uniform"
@@ -57,12 +60,15 @@ class NoiseConfig:
     audio_shift: float | None = None
     shared_across_modalities: bool = False
     frame_level_fraction: float = 0.0
+    video_frame_correlation: float = 0.0
 
     def __post_init__(self):
         if self.distribution not in ("shifted_uniform", "logit_normal"):
             raise ValueError(f"distribution must be 'shifted_uniform' or 'logit_normal', got {self.distribution!r}")
         if self.logit_std <= 0 or self.shift <= 0:
             raise ValueError(f"logit_std and shift must be positive, got {self.logit_std} and {self.shift}")
+        if not 0.0 <= self.video_frame_correlation < 1.0:
+            raise ValueError(f"video_frame_correlation must be in [0, 1), got {self.video_frame_correlation}")
         for name in ("uniform_fraction", "frame_level_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -180,7 +186,8 @@ def prepare_flow_inputs(
             f"{tuple(video0.shape)} and {tuple(audio0.shape)}"
         )
     sigma_video, sigma_audio = sample_modality_sigmas(config, video0.shape[0], generator, video0.device)
-    eps_video = randn(video0.shape, generator, video0.device, video0.dtype)
+    eps_video = correlate_frames(randn(video0.shape, generator, video0.device, video0.dtype),
+                                 config.video_frame_correlation, VIDEO_TIME_DIM)
     eps_audio = randn(audio0.shape, generator, audio0.device, audio0.dtype)
     if config.frame_level_fraction > 0:  # [B, 1, T, 1, 1]: broadcasts against the video like a [B] level does
         sigma_video = sample_frame_levels(config, sigma_video, video0.shape[2], generator)[:, None, :, None, None]

@@ -37,7 +37,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from .flow import x0_from_velocity
+from .flow import correlate_frames, x0_from_velocity
 from .schedules import DEFAULT_SHIFT, DISTILL_NUM_STEPS, NUM_TRAIN_TIMESTEPS, FlowSchedule, flow_schedule
 
 VelocityFn = Callable[[Tensor, Tensor, float, float, int], tuple[Tensor, Tensor]]
@@ -59,13 +59,15 @@ def initial_noise(
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    video_frame_correlation: float = 0.0,
 ) -> tuple[Tensor, Tensor | None]:
     """Starting noise of the base stage: audio ``[B, Na, Ca]`` first, then video ``[B, C, T, h, w]``.
 
     Pass ``audio_shape=None`` when reference audio is given (A2V): then no audio noise is drawn.
+    ``video_frame_correlation``: the model's frame-correlated noise prior (``flow.correlate_frames``).
     """
     audio = None if audio_shape is None else randn(audio_shape, generator, device, dtype)
-    video = randn(video_shape, generator, device, dtype)
+    video = correlate_frames(randn(video_shape, generator, device, dtype), video_frame_correlation)
     return video, audio
 
 
@@ -86,12 +88,15 @@ class EulerStepper:
 class DistilledStepper:
     """x0 prediction then fresh re-noising at the next level (the release's ``step_ddim``, spec §5.4)."""
 
-    def __init__(self, schedule: FlowSchedule, generator: torch.Generator):
+    def __init__(self, schedule: FlowSchedule, generator: torch.Generator, video_frame_correlation: float = 0.0):
         self.sigmas = schedule.sigmas_f32
         self.generator = generator
+        self.video_frame_correlation = video_frame_correlation
 
     def step(self, velocity: Tensor, state: Tensor, index: int) -> Tensor:
         noise = randn(state.shape, self.generator, state.device, state.dtype)
+        if state.ndim == 5:  # video [B, C, T, h, w]: the model's frame-correlated prior
+            noise = correlate_frames(noise, self.video_frame_correlation)
         x0_hat = x0_from_velocity(state, self.sigmas[index], velocity)
         nxt = self.sigmas[index + 1]
         return nxt * noise + (1 - nxt) * x0_hat
@@ -256,14 +261,16 @@ def sample_distilled(
     video_frame0: Tensor | None = None,
     hold_audio: float | None = None,
     callback: ProgressCallback | None = None,
+    video_frame_correlation: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """The distilled (DMD-2) sampler: predict x0, re-noise with fresh noise at the next of the 8 levels.
 
     Noise per step: video then audio, from ``generator``. Held audio (A2V) is kept as given and draws no
     noise; the release instead re-noises even reference audio on this path, which looks unintended.
+    The video's fresh noise follows the model's ``video_frame_correlation`` prior.
     """
     sched = _schedule(schedule, num_steps, shift)
-    stepper = DistilledStepper(sched, generator)
+    stepper = DistilledStepper(sched, generator, video_frame_correlation)
     return run_sampler(
         velocity_fn, video, audio, sched, stepper, stepper,
         video_frame0=video_frame0, hold_audio=hold_audio, callback=callback,

@@ -184,7 +184,9 @@ class Pipeline:
         generator = torch.Generator("cpu").manual_seed(seed)
         video_shape = (1, *layout.video_latent)
         audio_shape = None if audio_ref is not None else (1, layout.num_audio, layout.audio_channels)
-        video, audio = initial_noise(video_shape, audio_shape, generator, device=self.device)
+        correlation = self.config.video_frame_correlation
+        video, audio = initial_noise(video_shape, audio_shape, generator, device=self.device,
+                                     video_frame_correlation=correlation)
         hold = None
         if audio_ref is not None:
             audio, hold = audio_ref.to(self.device), 0.0  # clean reference audio, never stepped
@@ -203,7 +205,7 @@ class Pipeline:
                 return sample_unipc(velocity, video, audio, **kwargs)
             if settings["name"] == "euler":
                 return sample_euler(velocity, video, audio, **kwargs)
-            return sample_distilled(velocity, video, audio, generator, **kwargs)
+            return sample_distilled(velocity, video, audio, generator, video_frame_correlation=correlation, **kwargs)
         finally:
             bar.close()
 

@@ -66,6 +66,7 @@ def test_missing_files_are_named(tmp_path):
     ({"format_version": 2}, "format_version"),
     ({"colour": "red"}, "unknown fields \\['colour'\\]"),
     ({"precision": "fp8"}, "precision"),
+    ({"video_frame_correlation": 1.0}, "video_frame_correlation"),
     ({"default_resolution": "1080p"}, "default_resolution"),
     ({"resolutions": {"32p": [32, -1]}}, "resolution '32p'"),
     ({"durations": [3, 1]}, "durations"),

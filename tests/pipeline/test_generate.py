@@ -65,6 +65,29 @@ def test_same_seed_same_latents_other_seed_differs(pipeline):
     assert a["video"].shape == (1, 48, 8, 8, 8) and a["audio"].shape == (1, 33, 64)  # F = 8, Na = 4F + 1
 
 
+def test_the_checkpoints_frame_correlation_shapes_the_starting_noise(tiny_checkpoint, pipeline, monkeypatch):
+    import dataclasses
+
+    from horse.diffusion.flow import correlate_frames
+    from horse.pipeline import pipeline as pipeline_module
+    from horse.pipeline.pipeline import Pipeline
+
+    config = dataclasses.replace(pipeline.config, video_frame_correlation=0.75)
+    correlated = Pipeline.from_parts(config, pipeline.model, tiny_checkpoint)
+    starts = []
+    original = pipeline_module.initial_noise
+
+    def spy(*args, **kwargs):
+        starts.append(original(*args, **kwargs))
+        return starts[-1]
+    monkeypatch.setattr(pipeline_module, "initial_noise", spy)
+    kw = dict(duration=1, fps=8, seed=3, **FAST)
+    pipeline.generate("a circle", **kw)
+    correlated.generate("a circle", **kw)
+    (plain, audio), (corr, corr_audio) = starts
+    assert torch.equal(audio, corr_audio) and torch.allclose(corr, correlate_frames(plain, 0.75), atol=1e-6)
+
+
 def test_unset_seed_is_chosen_and_reported(pipeline):
     m = pipeline.generate("a circle", duration=1, fps=8, **FAST).metadata
     assert isinstance(m["seed"], int) and 0 <= m["seed"] < 2**31

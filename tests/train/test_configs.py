@@ -53,6 +53,13 @@ def test_experiment_composes_and_its_model_instantiates(experiment):
         assert export_config(cfg).dit_config() == model.config  # what export writes builds the same DiT
 
 
+def test_export_config_carries_the_training_noise_prior():
+    from train.validation import export_config
+    cfg = compose_train("objective.noise.video_frame_correlation=0.5")
+    assert export_config(cfg).video_frame_correlation == 0.5
+    assert export_config(compose_train()).video_frame_correlation == 0.0
+
+
 def test_default_and_demo_experiment_are_the_same_run():
     assert compose_train() == compose_train("+experiment=demo")
 
