@@ -128,7 +128,8 @@ def time_generation(pipe, prompt: str, out_path: Path, *, duration=None, fps=Non
                                             coords_style=sr_pipe.config.coords_style)
                 video, audio = sample_super_resolution(
                     velocity, video.to(sr_pipe.device), audio.to(sr_pipe.device), sr_layout.video_latent[2:],
-                    torch.Generator("cpu").manual_seed(seed), **({"num_steps": sr_steps} if sr_steps else {}))
+                    torch.Generator("cpu").manual_seed(seed), **({"num_steps": sr_steps} if sr_steps else {}),
+                    video_frame_correlation=sr_pipe.config.video_frame_correlation)
             decoder = sr_pipe
         else:
             decoder = pipe

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .flow import correlate_frames
 from .samplers import ProgressCallback, VelocityFn, randn, sample_unipc
 from .schedules import DEFAULT_SHIFT, SR_NOISE_INDEX, SR_NUM_STEPS, zerosnr_alpha
 
@@ -30,12 +31,14 @@ def upsample_video_latent(video: Tensor, size: tuple[int, int, int]) -> Tensor:
     return F.interpolate(video, size=tuple(int(s) for s in size), mode="trilinear", align_corners=True)
 
 
-def zerosnr_renoise(x: Tensor, generator: torch.Generator, noise_index: int = SR_NOISE_INDEX) -> Tensor:
-    """Variance-preserving re-noise ``a * x + sqrt(1 - a^2) * eps`` at a ZeroSNR table index (0: unchanged, no draw)."""
+def zerosnr_renoise(x: Tensor, generator: torch.Generator, noise_index: int = SR_NOISE_INDEX,
+                    video_frame_correlation: float = 0.0) -> Tensor:
+    """Variance-preserving re-noise ``a * x + sqrt(1 - a^2) * eps`` of a video latent at a ZeroSNR table index
+    (0: unchanged, no draw); ``eps`` follows the SR model's frame-correlated prior (``flow.correlate_frames``)."""
     if noise_index == 0:
         return x
     a = zerosnr_alpha(noise_index).to(x.device)
-    noise = randn(x.shape, generator, x.device, x.dtype)
+    noise = correlate_frames(randn(x.shape, generator, x.device, x.dtype), video_frame_correlation)
     return x * a + noise * (1 - a**2) ** 0.5
 
 
@@ -55,10 +58,11 @@ def prepare_super_resolution(
     *,
     noise_index: int = SR_NOISE_INDEX,
     audio_noise_scale: float = SR_AUDIO_NOISE_SCALE,
+    video_frame_correlation: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """The SR starting state: (re-noised upsampled video, noisy held audio). Draws video noise, then audio noise."""
     up = upsample_video_latent(video_base, (video_base.shape[2], *latent_hw))
-    video = zerosnr_renoise(up, generator, noise_index)
+    video = zerosnr_renoise(up, generator, noise_index, video_frame_correlation)
     audio = noisy_sr_audio(audio_base, generator, audio_noise_scale)
     return video, audio
 
@@ -76,14 +80,17 @@ def sample_super_resolution(
     audio_noise_scale: float = SR_AUDIO_NOISE_SCALE,
     video_frame0: Tensor | None = None,
     callback: ProgressCallback | None = None,
+    video_frame_correlation: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """Run the SR stage; returns (SR video latent ``[B, C, T, H', W']``, the clean base audio).
 
     ``video_frame0``: for TI2V, the image latent encoded at SR resolution, overwriting latent frame 0.
     ``velocity_fn`` sees ``sigma_audio = audio_noise_scale`` at every step.
+    ``video_frame_correlation``: the SR model's own noise prior (its checkpoint's value).
     """
     video, audio = prepare_super_resolution(
-        video_base, audio_base, latent_hw, generator, noise_index=noise_index, audio_noise_scale=audio_noise_scale
+        video_base, audio_base, latent_hw, generator, noise_index=noise_index, audio_noise_scale=audio_noise_scale,
+        video_frame_correlation=video_frame_correlation,
     )
     video, _ = sample_unipc(
         velocity_fn, video, audio, num_steps=num_steps, shift=shift,

@@ -40,13 +40,13 @@ def make_velocity_fn(model, text: Tensor, negative_text: Tensor | None = None, g
 
     ``text``/``negative_text``: ``[L, D]`` features. With ``guidance`` (and it active) ``negative_text`` is
     required and each step runs one forward over ``2B`` packed samples; otherwise ``B`` samples.
+    ``local_window``: frames each side for local-attention layers (None: the model's ``local_frame_window``).
     """
     use_cfg = guidance is not None and guidance.active
     if use_cfg and negative_text is None:
         raise ValueError("classifier-free guidance needs the negative-prompt features (negative_text)")
     cfg = model.config
     width = cfg.max_in_channels
-    extra = {"local_window": local_window} if cfg.local_attn_layers and local_window is not None else {}
     device = next(model.parameters()).device
 
     def contexts(t: Tensor | None):
@@ -60,7 +60,7 @@ def make_velocity_fn(model, text: Tensor, negative_text: Tensor | None = None, g
         samples = [{"video": video[b], "audio": audio[b], **({"text": t} if t is not None else {})}
                    for t in texts for b in range(batch)]
         packed = pack(samples, width, coords_style).to(device)
-        out = model(**packed.model_inputs(), **extra)
+        out = model(**packed.model_inputs(), local_window=local_window)
         parts = unpack(out, packed, audio.shape[-1])
         v_video = torch.stack([p["video"] for p in parts]).to(video.dtype)
         v_audio = torch.stack([p["audio"] for p in parts]).to(audio.dtype)

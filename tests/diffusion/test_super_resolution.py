@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from horse.diffusion.flow import correlate_frames
 from horse.diffusion.schedules import zerosnr_alpha
 from horse.diffusion.super_resolution import (
     prepare_super_resolution,
@@ -37,6 +38,11 @@ def test_prepare_draws_video_noise_then_audio_noise():
     assert torch.allclose(video, a * up + math.sqrt(1 - a * a) * eps_v, atol=2e-4)
     assert torch.allclose(audio, 0.7 * eps_a + 0.3 * audio_base, atol=1e-6)
     assert round(float(zerosnr_alpha()), 4) == a
+    # an SR model trained with a frame-correlated prior re-noises with that prior (audio unchanged)
+    video_c, audio_c = prepare_super_resolution(video_base, audio_base, (4, 6), torch.Generator().manual_seed(9),
+                                                video_frame_correlation=0.6)
+    assert torch.allclose(video_c, a * up + math.sqrt(1 - a * a) * correlate_frames(eps_v, 0.6), atol=2e-4)
+    assert torch.equal(audio_c, audio)
 
 
 def test_sr_stage_holds_audio_and_returns_base_audio():
