@@ -14,6 +14,7 @@ VIDEO, AUDIO, TEXT = 0, 1, 2
 MODALITIES = ("video", "audio", "text")
 
 ACTIVATIONS = ("swiglu7", "gelu7")
+ROPE_FREQUENCY_MODES = ("fixed", "learned", "learned_rotated")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class DiTConfig:
     rope_temperature: float = 10000.0
     # The fastest band in radians per position step (the release: 1). Bands are max / temperature^(k/bands).
     rope_max_frequency: float = 1.0
+    # fixed (the release) | learned | learned_rotated: learned (t, h, w) frequency vectors per KV head and
+    # rotation pair (horse.model.rope), which let attention follow a moving object's oblique path.
+    rope_frequencies: str = "fixed"
     # The release's MLP width multiplier: gelu7 uses mlp_ratio*D, swiglu7 uses 2/3 of that rounded down to 4.
     mlp_ratio: int = 4
 
@@ -53,6 +57,8 @@ class DiTConfig:
         if not 0 < self.rope_max_frequency <= math.pi:
             raise ValueError(f"rope_max_frequency must be in (0, pi] radians per step (beyond pi a band aliases), "
                              f"got {self.rope_max_frequency}")
+        if self.rope_frequencies not in ROPE_FREQUENCY_MODES:
+            raise ValueError(f"rope_frequencies must be one of {ROPE_FREQUENCY_MODES}, got {self.rope_frequencies!r}")
         if self.head_dim % 8:
             raise ValueError(f"head_dim {self.head_dim} must be a multiple of 8 (RoPE uses head_dim/8 bands per axis)")
         if self.num_heads_q % self.num_query_groups:

@@ -147,7 +147,8 @@ class Adapter(nn.Module):
         self.video_embedder = nn.Linear(cfg.video_in_channels, cfg.hidden_size)
         self.audio_embedder = nn.Linear(cfg.audio_in_channels, cfg.hidden_size)
         self.text_embedder = nn.Linear(cfg.text_in_channels, cfg.hidden_size)
-        self.rope = ElementWiseFourierEmbed(cfg.head_dim, cfg.rope_temperature, cfg.rope_max_frequency)
+        self.rope = ElementWiseFourierEmbed(cfg.head_dim, cfg.rope_temperature, cfg.rope_max_frequency,
+                                           cfg.rope_frequencies, cfg.num_heads_kv)
         self.embedders = (self.video_embedder, self.audio_embedder, self.text_embedder)
 
     def forward(self, x: torch.Tensor, groups: ModalityGroups) -> torch.Tensor:

@@ -17,6 +17,7 @@ from torch import nn
 
 from .config import DiTConfig
 from .layers import ExpertLinear, MultiModalityRMSNorm
+from .rope import ElementWiseFourierEmbed
 
 RESIDUAL_WRITERS = ("linear_proj", "down_proj", "final_linear_video", "final_linear_audio")
 
@@ -35,6 +36,8 @@ def init_weights(model: nn.Module, generator: torch.Generator | None = None) -> 
                 module.bias.zero_()
         elif isinstance(module, MultiModalityRMSNorm):
             module.weight.zero_()
+        elif isinstance(module, ElementWiseFourierEmbed) and module.mode != "fixed":
+            module.reset_frequencies(generator)
     return model
 
 
@@ -74,8 +77,9 @@ def zero_gradient_rows(cfg: DiTConfig) -> dict[str, list[tuple[int, int]]]:
 
 
 def no_weight_decay(name: str, param: torch.Tensor, cfg: DiTConfig) -> bool:
-    """Norm weights, biases and parameters that are wholly gradient-free get no weight decay."""
-    if name.endswith("bias") or "norm" in name.rsplit(".", 2)[-2] or param.dim() < 2:
+    """Norm weights, biases, learned RoPE frequencies (decay would pull them to 0, erasing position) and
+    parameters that are wholly gradient-free get no weight decay."""
+    if name.endswith(("bias", "rope.frequencies")) or "norm" in name.rsplit(".", 2)[-2] or param.dim() < 2:
         return True
     rows = zero_gradient_rows(cfg).get(name)
     return bool(rows) and sum(e - s for s, e in rows) == param.shape[0]
