@@ -1,6 +1,7 @@
 """Does a checkpoint find the object in a noised real clip? The one-step clean estimate's centroid error per noise level.
 
     python -m eval.denoise_probe CHECKPOINT [--clips 12] [--sigmas 0.3,0.6,0.8,0.9,0.95] [--seed 0] [--dataset-seed 0]
+                                 [--context even] [--static]
 
 For shapes-AV test clips: noise the clean video latent to sigma (the audio is pure noise), read the model's clean
 estimate x0 = x_t - sigma * v (no guidance), decode it and track the object with the shapes-AV scorer. Prints the mean
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 DEFAULT_SIGMAS = (0.3, 0.6, 0.8, 0.9, 0.95)
+CONTEXTS = ("none", "even")
 
 
 def _mean_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -28,9 +30,10 @@ def _mean_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 @torch.no_grad()
 def probe(pipeline, clips: int = 12, sigmas=DEFAULT_SIGMAS, seed: int = 0, split: str = "test",
-          dataset_seed: int = 0) -> dict:
+          dataset_seed: int = 0, context: str = "none", static: bool = False) -> dict:
     """``{"static_px", "sigmas": {sigma: {"error_px", "found"}}, "clips"}`` over the first ``clips`` of ``split``
-    of the default shapes-AV dataset drawn with ``dataset_seed``; ``seed`` draws the noise."""
+    of the default shapes-AV dataset drawn with ``dataset_seed``; ``seed`` draws the noise. ``context="even"``
+    keeps the even frames clean and scores the odd frames; ``static`` holds every clip's first frame."""
     from horse.codecs.demo.video import frames_to_video, video_to_frames
     from horse.data.shapes import ShapesConfig, make_clip
     from horse.diffusion.flow import add_noise, correlate_frames, x0_from_velocity
@@ -42,26 +45,33 @@ def probe(pipeline, clips: int = 12, sigmas=DEFAULT_SIGMAS, seed: int = 0, split
                          f"the {pipeline.codecs.family!r} codecs")
     if clips < 1 or not all(0.0 <= s <= 1.0 for s in sigmas):
         raise ValueError(f"need clips >= 1 and every sigma in [0, 1], got clips={clips}, sigmas={list(sigmas)}")
+    if context not in CONTEXTS:
+        raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
+    scored = slice(1, None, 2) if context == "even" else slice(None)  # the frames whose error counts
     config = ShapesConfig()
     generator = torch.Generator().manual_seed(seed)
     errors = {float(s): [] for s in sigmas}
-    static = []
+    baseline = []
     for index in range(clips):
         frames, _, truth = make_clip(config, dataset_seed, split, index)
+        if static:
+            frames = np.repeat(frames[:1], len(frames), axis=0)
         x0 = pipeline.codecs.video.encode(frames_to_video(frames))
         layout = pipeline.codecs.layout(frames.shape[0] / config.fps, frames.shape[1], frames.shape[2])
-        track = detect_shape(frames, config)["centroids"]
-        static.append(_mean_distance(track, np.nanmean(track, axis=0, keepdims=True)))
+        track = detect_shape(frames, config)["centroids"][scored]
+        baseline.append(_mean_distance(track, np.nanmean(track, axis=0, keepdims=True)))
         velocity = make_velocity_fn(pipeline.model, pipeline.codecs.encode_text(truth["caption"]))
         # one noise draw per clip, shared by every level: a level's result does not depend on which others are asked
         eps = correlate_frames(torch.randn(x0.shape, generator=generator), pipeline.config.video_frame_correlation)
         audio = torch.randn((1, layout.num_audio, layout.audio_channels), generator=generator)
         for sigma in errors:
             noisy = add_noise(x0, eps, sigma)
+            if context == "even":
+                noisy[:, :, 0::2] = x0[:, :, 0::2]
             v_video, _ = velocity(noisy, audio, sigma, 1.0, 0)
             estimate = video_to_frames(pipeline.codecs.video.decode(x0_from_velocity(noisy, sigma, v_video)))[0]
-            errors[sigma].append(_mean_distance(detect_shape(estimate.numpy(), config)["centroids"], track))
-    return {"clips": clips, "static_px": float(np.nanmean(static)),
+            errors[sigma].append(_mean_distance(detect_shape(estimate.numpy(), config)["centroids"][scored], track))
+    return {"clips": clips, "static_px": float(np.nanmean(baseline)), "context": context, "static": static,
             "sigmas": {s: {"error_px": float(np.nanmean(e)) if np.isfinite(e).any() else None,
                            "found": float(np.isfinite(e).mean())} for s, e in errors.items()}}
 
@@ -75,11 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sigmas", default=",".join(str(s) for s in DEFAULT_SIGMAS))
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
     parser.add_argument("--dataset-seed", type=int, default=0, help="seed of the shapes-AV dataset (its default: 0)")
+    parser.add_argument("--context", choices=CONTEXTS, default="none",
+                        help="even: keep the even frames clean and score the odd ones")
+    parser.add_argument("--static", action="store_true", help="hold each clip's first frame (a still object)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     sigmas = [float(s) for s in args.sigmas.split(",") if s.strip()]
     result = probe(Pipeline(args.checkpoint), args.clips, sigmas, args.seed,
-                   dataset_seed=args.dataset_seed)
+                   dataset_seed=args.dataset_seed, context=args.context, static=args.static)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

@@ -80,7 +80,8 @@ def fit(cfg: DictConfig, plan) -> dict:
         tread=container(cfg.model.get("tread")) or None,
         max_nonfinite=cfg.trainer.max_nonfinite, peak_flops=cfg.plan.peak_flops,
         num_workers=cfg.data.num_workers, activation_checkpointing=bool(cfg.model.activation_checkpointing),
-        compile_layers=bool(cfg.model.get("compile", False)), losses_path=run_dir / "losses.jsonl")
+        compile_layers=bool(cfg.model.get("compile", False)), losses_path=run_dir / "losses.jsonl",
+        prefix_stages=container(cfg.objective.get("prefix_stages")) or ())
     checkpointer = RunCheckpointer(run_dir, cfg.trainer.checkpoint_every_n_steps, cfg.trainer.keep_last)
     validator = Validator(cfg, data, run_dir, checkpointer)
     trainer = L.Trainer(

@@ -33,6 +33,7 @@ from horse.diffusion.loss import LossConfig, combine_loss_terms
 from horse.model.dit import TokenRouting
 from horse.model.flops import training_flops
 from horse.training import EMA, FlowMatchingTask, TaskConfig, build_optimizer, count_tokens, lr_lambda
+from horse.training.curriculum import crop_prefix, parse_stages, prefix_frames_at
 from horse.training.task import sample_token_counts
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class DiTTrainingModule(L.LightningModule):
                  null_text: torch.Tensor | None, ema_beta: float | None = 0.999, tread: dict | None = None,
                  max_nonfinite: int = 5, peak_flops: float | None = None, num_workers: int = 0,
                  activation_checkpointing: bool = False, compile_layers: bool = False,
-                 losses_path: str | Path | None = None):
+                 losses_path: str | Path | None = None, prefix_stages=()):
         super().__init__()
         self.model = model
         self.task = FlowMatchingTask(model, task_config, null_text)
@@ -56,6 +57,7 @@ class DiTTrainingModule(L.LightningModule):
         self.ema_beta = ema_beta
         self.ema: EMA | None = None
         self.tread = tread or {}
+        self.prefix_stages = parse_stages(prefix_stages)
         self.max_nonfinite = max_nonfinite
         self.nonfinite_steps = 0
         self.peak_flops = peak_flops
@@ -115,6 +117,9 @@ class DiTTrainingModule(L.LightningModule):
     def training_step(self, element, batch_idx):
         self.loader_state.update(element)
         window: list[list[dict]] = element["data"]
+        frames = prefix_frames_at(self.prefix_stages, self.global_step)
+        if frames is not None:
+            window = [[crop_prefix(s, frames) for s in micro] for micro in window]
         opt = self.optimizers()
         sched = self.lr_schedulers()
         world = self.trainer.world_size

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import torch
 
 from eval.denoise_probe import main, probe
 from horse.pipeline.demo_checkpoint import init_checkpoint
@@ -40,3 +41,34 @@ def test_cli_prints_every_level(untrained, capsys):
     assert main([str(untrained), "--clips", "1", "--sigmas", "0,0.5"]) == 0
     out = capsys.readouterr().out
     assert "static baseline" in out and "sigma 0.00" in out and "sigma 0.50" in out
+
+
+def test_even_context_feeds_clean_even_frames_and_scores_the_odd_ones(untrained, monkeypatch):
+    import horse.pipeline.velocity as velocity_module
+    from horse.codecs.demo.video import frames_to_video
+    from horse.data.shapes import ShapesConfig, make_clip
+
+    seen, make = [], velocity_module.make_velocity_fn
+
+    def recording(model, text):
+        inner = make(model, text)
+
+        def velocity(video, audio, sigma, *args):
+            seen.append(video.clone())
+            return inner(video, audio, sigma, *args)
+        return velocity
+
+    monkeypatch.setattr(velocity_module, "make_velocity_fn", recording)
+    pipeline = Pipeline(untrained)
+    result = probe(pipeline, clips=1, sigmas=(0.9,), context="even", static=True)
+    frames, _, _ = make_clip(ShapesConfig(), 0, "test", 0)
+    still = pipeline.codecs.video.encode(frames_to_video(frames[:1].repeat(len(frames), axis=0)))
+    (video,) = seen
+    assert torch.equal(video[:, :, 0::2], still[:, :, 0::2])  # context frames: clean
+    assert not torch.allclose(video[:, :, 1::2], still[:, :, 1::2], atol=0.1)  # scored frames: noised
+    assert result["static_px"] < 1e-9 and result["context"] == "even" and result["static"]
+
+
+def test_unknown_context_is_refused(untrained):
+    with pytest.raises(ValueError, match="context must be one of"):
+        probe(Pipeline(untrained), clips=1, sigmas=(0.5,), context="odd")

@@ -165,6 +165,21 @@ def test_repeated_nonfinite_steps_stop_the_run(cache, tmp_path, monkeypatch):
         train(tmp_path, "trainer.max_steps=8", "trainer.max_nonfinite=3")
 
 
+def test_prefix_stages_train_the_first_steps_on_clip_prefixes(cache, tmp_path, monkeypatch):
+    from horse.training.task import FlowMatchingTask
+
+    seen, compute = [], FlowMatchingTask.compute
+
+    def recording(self, samples, generator, **kw):
+        seen.append({(s["video"].shape[1], s["audio_mean"].shape[0]) for s in samples})
+        return compute(self, samples, generator, **kw)
+
+    monkeypatch.setattr(FlowMatchingTask, "compute", recording)
+    train(tmp_path, "trainer.max_steps=4", "trainer.checkpoint_every_n_steps=4",
+          "objective.prefix_stages=[{frames: 2, until_step: 1}, {frames: 4, until_step: 3}]")
+    assert seen == [{(2, 9)}, {(4, 17)}, {(4, 17)}, {(8, 33)}]  # 8 latent frames, 4 * 8 + 1 audio tokens
+
+
 # ---- init_from -----------------------------------------------------------------------------------------------
 def _weights(model_fields: dict, seed: int) -> dict:
     from horse.model import DiTModel, get_config
