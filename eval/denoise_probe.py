@@ -31,9 +31,10 @@ def _mean_distance(a: np.ndarray, b: np.ndarray) -> float:
 @torch.no_grad()
 def probe(pipeline, clips: int = 12, sigmas=DEFAULT_SIGMAS, seed: int = 0, split: str = "test",
           dataset_seed: int = 0, context: str = "none", static: bool = False) -> dict:
-    """``{"static_px", "sigmas": {sigma: {"error_px", "found"}}, "clips"}`` over the first ``clips`` of ``split``
+    """``{"static_px", "sigmas": {sigma: {"error_px", "found"}}, "clips", "context", "static"}`` over the first ``clips`` of ``split``
     of the default shapes-AV dataset drawn with ``dataset_seed``; ``seed`` draws the noise. ``context="even"``
-    keeps the even frames clean and scores the odd frames; ``static`` holds every clip's first frame."""
+    keeps the even frames clean and scores the odd frames (``static_px`` too); ``static`` holds every clip's first
+    frame (``static_px`` is then 0: the all-noisy run is the reference)."""
     from horse.codecs.demo.video import frames_to_video, video_to_frames
     from horse.data.shapes import ShapesConfig, make_clip
     from horse.diffusion.flow import add_noise, correlate_frames, x0_from_velocity
