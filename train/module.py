@@ -109,7 +109,7 @@ class DiTTrainingModule(L.LightningModule):
     def _routing(self, samples, generator):
         if not self.tread:
             return None
-        n = sum(sum(sample_token_counts(s)) for s in samples)
+        n = sum(sum(sample_token_counts(s, self.model.config.video_patch)) for s in samples)
         keep = torch.rand(n, generator=generator) >= self.tread["selection_rate"]
         return TokenRouting(self.tread["start_layer"], self.tread["end_layer"], keep)
 
@@ -201,7 +201,7 @@ class DiTTrainingModule(L.LightningModule):
             dt = now - self._last_step_time
             metrics["train/tokens_per_s"] = tokens * self.trainer.world_size / dt
             if self.peak_flops:
-                shapes = [sample_token_counts(s) for micro in window for s in micro]
+                shapes = [sample_token_counts(s, self.model.config.video_patch) for micro in window for s in micro]
                 metrics["train/mfu"] = training_flops(self.model.config, shapes) / dt / self.peak_flops
         self._last_step_time = now
         self.log_dict(metrics, prog_bar=False, on_step=True, on_epoch=False)

@@ -53,6 +53,22 @@ def x0_from_velocity(x: Tensor, sigma: SigmaLike, v: Tensor) -> Tensor:
     return x - broadcast_sigma(sigma, x) * v
 
 
+def velocity_from_sample(x: Tensor, sigma: SigmaLike, x0_hat: Tensor, min_sigma: float) -> Tensor:
+    """Velocity from a clean-data prediction: ``(x - x0_hat) / max(sigma, min_sigma)`` (exact above the floor)."""
+    s = broadcast_sigma(sigma, x)
+    s = max(s, min_sigma) if not isinstance(s, Tensor) else s.clamp_min(min_sigma)
+    return (x - x0_hat) / s
+
+
+def as_velocity(prediction: str, output: Tensor, x: Tensor, sigma: SigmaLike, min_sigma: float) -> Tensor:
+    """The model's ``output`` for noisy ``x`` at ``sigma`` as a velocity (``DiTConfig.*_prediction``)."""
+    if prediction == "velocity":
+        return output
+    if prediction == "sample":
+        return velocity_from_sample(x, sigma, output, min_sigma)
+    raise ValueError(f"unknown prediction {prediction!r}; expected 'velocity' or 'sample'")
+
+
 def eps_from_velocity(x: Tensor, sigma: SigmaLike, v: Tensor) -> Tensor:
     """Noise estimate from a velocity prediction: ``x + (1 - sigma) * v``."""
     return x + (1 - broadcast_sigma(sigma, x)) * v

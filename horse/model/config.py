@@ -15,6 +15,7 @@ MODALITIES = ("video", "audio", "text")
 
 ACTIVATIONS = ("swiglu7", "gelu7")
 ROPE_FREQUENCY_MODES = ("fixed", "learned", "learned_rotated")
+PREDICTIONS = ("velocity", "sample")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,10 @@ class DiTConfig:
     # Latent frames each side that a local_attn_layers video token sees (the release's frame_receptive_field).
     local_frame_window: int = 11
     video_in_channels: int = 192
+    # Latent (frames, rows, cols) per video token (the release: 1x2x2). video_in_channels must equal the
+    # latent channels times their product. Frames > 1 put a short stretch of motion inside each token (as
+    # a temporally compressing VAE does), which a per-frame pixel latent otherwise leaves to attention.
+    video_patch: tuple[int, int, int] = (1, 2, 2)
     audio_in_channels: int = 64
     text_in_channels: int = 3584
     enable_attn_gating: bool = True
@@ -40,6 +45,14 @@ class DiTConfig:
     # fixed (the release) | learned | learned_rotated: learned (t, h, w) frequency vectors per KV head and
     # rotation pair (horse.model.rope), which let attention follow a moving object's oblique path.
     rope_frequencies: str = "fixed"
+    # What the output rows mean, per modality: velocity eps - x0 (the release) or sample, the clean latent x0
+    # (horse.diffusion.flow.velocity_from_sample turns it into a velocity for the loss and the samplers).
+    # Why sample: a pixel-like latent is far more redundant than the noise, so a token's clean value is
+    # low-dimensional while its velocity carries full-width noise through the model (Li & He, JiT, 2511.13720).
+    video_prediction: str = "velocity"
+    audio_prediction: str = "velocity"
+    # sample prediction divides by sigma; levels below this floor divide by it instead (JiT's clip)
+    sample_prediction_min_sigma: float = 0.05
     # The release's MLP width multiplier: gelu7 uses mlp_ratio*D, swiglu7 uses 2/3 of that rounded down to 4.
     mlp_ratio: int = 4
 
@@ -50,6 +63,9 @@ class DiTConfig:
             bad = [i for i in value if not 0 <= i < self.num_layers]
             if bad:
                 raise ValueError(f"{name} lists layers {bad} outside 0..{self.num_layers - 1}")
+        object.__setattr__(self, "video_patch", tuple(int(p) for p in self.video_patch))
+        if len(self.video_patch) != 3 or any(p < 1 for p in self.video_patch):
+            raise ValueError(f"video_patch must be 3 positive sizes (frames, rows, cols), got {self.video_patch}")
         if self.local_frame_window < 0:
             raise ValueError(f"local_frame_window must be >= 0 latent frames each side, got {self.local_frame_window}")
         if self.hidden_size % self.head_dim:
@@ -59,6 +75,11 @@ class DiTConfig:
                              f"got {self.rope_max_frequency}")
         if self.rope_frequencies not in ROPE_FREQUENCY_MODES:
             raise ValueError(f"rope_frequencies must be one of {ROPE_FREQUENCY_MODES}, got {self.rope_frequencies!r}")
+        for name in ("video_prediction", "audio_prediction"):
+            if getattr(self, name) not in PREDICTIONS:
+                raise ValueError(f"{name} must be one of {PREDICTIONS}, got {getattr(self, name)!r}")
+        if not 0 < self.sample_prediction_min_sigma < 1:
+            raise ValueError(f"sample_prediction_min_sigma must be in (0, 1), got {self.sample_prediction_min_sigma}")
         if self.head_dim % 8:
             raise ValueError(f"head_dim {self.head_dim} must be a multiple of 8 (RoPE uses head_dim/8 bands per axis)")
         if self.num_heads_q % self.num_query_groups:

@@ -13,6 +13,7 @@ tokens channel-major ``(C pT pH pW)`` and *writes* them channel-minor
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -51,16 +52,35 @@ def unpatchify_video(tokens: torch.Tensor, grid: tuple[int, int, int], order: st
     return rearrange(tokens, f"(T H W) {pattern} -> C (T pt) (H ph) (W pw)", T=t, H=h, W=w, pt=pt, ph=ph, pw=pw)
 
 
+def check_video_width(latent_channels: int, patch, video_in_channels: int) -> None:
+    """A video token's features (latent channels x patch volume) must be what the model's video input reads."""
+    width = latent_channels * math.prod(patch)
+    if width != video_in_channels:
+        raise ValueError(
+            f"{latent_channels}-channel video latents in {tuple(patch)} patches make {width}-wide tokens, but the "
+            f"model's video input reads {video_in_channels}: set the model's video_in_channels to {width} (or "
+            f"video_patch to match the codec)")
+
+
 def _coords(t: torch.Tensor, h: torch.Tensor, w: torch.Tensor, size, ref) -> torch.Tensor:
     n = t.numel()
     const = torch.tensor([*size, *ref], dtype=torch.float32).expand(n, 6)
     return torch.cat([torch.stack([t, h, w], 1).float(), const], 1)
 
 
-def video_coords(grid: tuple[int, int, int]) -> torch.Tensor:
+def video_coords(grid: tuple[int, int, int], frames_per_token: int = 1) -> torch.Tensor:
+    """Token grid ``(T, H, W)`` -> coords. A token of ``pt`` latent frames sits at its frames' mean time,
+    ``pt * t + (pt - 1) / 2``, so time stays in latent frames (where the v2 audio coords put audio)."""
     t, h, w = grid
     tt, hh, ww = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
-    return _coords(tt.flatten(), hh.flatten(), ww.flatten(), grid, grid)
+    tt, size, ref = tt.flatten().float(), grid, grid
+    pt = frames_per_token
+    if pt > 1:
+        if t > 1:  # RoPE scales t by (refT - 1) / (T - 1) = pt
+            tt, ref = tt + (pt - 1) / (2 * pt), (pt * (t - 1) + 1, h, w)
+        else:  # a single temporal token: scale 1, so place it directly
+            tt = tt + (pt - 1) / 2
+    return _coords(tt, hh.flatten(), ww.flatten(), size, ref)
 
 
 def audio_coords(num_audio: int, video_frames: int, style: str = "v2") -> torch.Tensor:
@@ -115,6 +135,7 @@ class PackedBatch:
     modality: torch.Tensor   # [N] int64
     cu_seqlens: torch.Tensor  # [B+1] int64
     layouts: list[SampleLayout]
+    patch: tuple[int, int, int] = PATCH  # latent (frames, rows, cols) per video token
 
     @property
     def num_tokens(self) -> int:
@@ -122,14 +143,16 @@ class PackedBatch:
 
     def to(self, device) -> "PackedBatch":
         return PackedBatch(self.x.to(device), self.coords.to(device), self.modality.to(device),
-                           self.cu_seqlens, self.layouts)
+                           self.cu_seqlens, self.layouts, self.patch)
 
     def model_inputs(self) -> dict:
         return dict(x=self.x, coords=self.coords, modality=self.modality, cu_seqlens=self.cu_seqlens)
 
 
-def pack(samples: list[dict], width: int, coords_style: str = "v2") -> PackedBatch:
-    """Pack samples ``{"video": [C,T,h,w], "audio": [Na,Ca], "text": [Nt,Ct]}`` (any may be absent)."""
+def pack(samples: list[dict], width: int, coords_style: str = "v2", patch=PATCH) -> PackedBatch:
+    """Pack samples ``{"video": [C,T,h,w], "audio": [Na,Ca], "text": [Nt,Ct]}`` (any may be absent).
+
+    ``patch``: latent (frames, rows, cols) per video token, the model's ``config.video_patch``."""
     if coords_style not in COORD_STYLES:
         raise ValueError(f"coords_style must be one of {COORD_STYLES}, got {coords_style!r}")
     if not samples:
@@ -143,10 +166,10 @@ def pack(samples: list[dict], width: int, coords_style: str = "v2") -> PackedBat
         video = s.get("video")
         grid, vc = (0, 0, 0), 0
         if video is not None:
-            tokens = patchify_video(video, "in")
-            grid = (video.shape[1] // PATCH[0], video.shape[2] // PATCH[1], video.shape[3] // PATCH[2])
+            tokens = patchify_video(video, "in", patch)
+            grid = (video.shape[1] // patch[0], video.shape[2] // patch[1], video.shape[3] // patch[2])
             vc = video.shape[0]
-            parts.append((tokens, video_coords(grid), VIDEO))
+            parts.append((tokens, video_coords(grid, patch[0]), VIDEO))
         for name, mod in (("audio", AUDIO), ("text", TEXT)):
             feats = s.get(name)
             if feats is None:
@@ -168,7 +191,7 @@ def pack(samples: list[dict], width: int, coords_style: str = "v2") -> PackedBat
         layouts.append(layout)
         offset += layout.length
     cu = torch.tensor([0] + [l.offset + l.length for l in layouts], dtype=torch.int64)
-    return PackedBatch(torch.cat(xs), torch.cat(cs), torch.cat(ms), cu, layouts)
+    return PackedBatch(torch.cat(xs), torch.cat(cs), torch.cat(ms), cu, layouts, tuple(patch))
 
 
 def _rows(t) -> int:
@@ -182,8 +205,8 @@ def unpack(out: torch.Tensor, packed: PackedBatch, audio_channels: int) -> list[
         sample = {}
         o = lay.offset
         if lay.num_video:
-            tokens = out[o:o + lay.num_video, :lay.video_channels * PATCH[0] * PATCH[1] * PATCH[2]]
-            sample["video"] = unpatchify_video(tokens, lay.video_grid, "out")
+            tokens = out[o:o + lay.num_video, :lay.video_channels * math.prod(packed.patch)]
+            sample["video"] = unpatchify_video(tokens, lay.video_grid, "out", packed.patch)
         if lay.num_audio:
             sample["audio"] = out[o + lay.num_video:o + lay.num_video + lay.num_audio, :audio_channels]
         result.append(sample)

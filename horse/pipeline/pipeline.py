@@ -22,6 +22,7 @@ import torch
 
 from horse.checkpoint_folder import CheckpointConfig, SamplerDefaults, load_checkpoint_folder
 from horse.diffusion.samplers import initial_noise, sample_distilled, sample_euler, sample_unipc
+from horse.model.packing import check_video_width
 from horse.pipeline.codecs import ClipLayout, load_codecs
 from horse.data.av_io import aac_encode_rate, encode_mp4
 from horse.pipeline.media import fit_audio, read_audio, read_image, retime_indices, write_file_atomic
@@ -70,6 +71,7 @@ class Pipeline:
         if self.codecs.audio.latent_channels != dit.audio_in_channels:
             raise ValueError(f"the audio codec gives {self.codecs.audio.latent_channels} channels but the DiT reads "
                              f"audio_in_channels={dit.audio_in_channels}")
+        check_video_width(self.codecs.video.latent_channels, dit.video_patch, dit.video_in_channels)
 
     # ---- input checks ----------------------------------------------------------------------
     def _resolution(self, resolution) -> tuple[str, int, int]:
@@ -134,6 +136,11 @@ class Pipeline:
         full_prompt = prompt if motion_strength is None else f"{prompt.rstrip()} {cfg.motion_phrase(motion_strength)}"
         seed = random.SystemRandom().randrange(SEED_RANGE) if seed is None else int(seed)
         layout = self.codecs.layout(duration, height, width)
+        frames_per_token = self.model.config.video_patch[0]
+        if layout.video_latent[1] % frames_per_token:
+            raise ValueError(f"duration {duration} s makes {layout.video_latent[1]} latent frames, but this model's "
+                             f"video tokens hold {frames_per_token} each: choose a duration whose latent frames are a "
+                             f"multiple of {frames_per_token}")
         image_pixels = read_image(image, height, width) if image is not None else None
         ref_audio = read_audio(audio) if audio is not None else None
 

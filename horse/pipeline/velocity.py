@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from horse.diffusion.flow import as_velocity
 from horse.diffusion.guidance import apply_guidance, video_guidance_scale
 from horse.diffusion.samplers import VelocityFn
-from horse.model.packing import pack, unpack
+from horse.model.packing import check_video_width, pack, unpack
 
 
 
@@ -59,15 +60,17 @@ def make_velocity_fn(model, text: Tensor, negative_text: Tensor | None = None, g
         texts = [cond_text] + ([uncond_text] if use_cfg else [])
         samples = [{"video": video[b], "audio": audio[b], **({"text": t} if t is not None else {})}
                    for t in texts for b in range(batch)]
-        packed = pack(samples, width, coords_style).to(device)
+        check_video_width(video.shape[1], cfg.video_patch, cfg.video_in_channels)
+        packed = pack(samples, width, coords_style, cfg.video_patch).to(device)
         out = model(**packed.model_inputs(), local_window=local_window)
         parts = unpack(out, packed, audio.shape[-1])
-        v_video = torch.stack([p["video"] for p in parts]).to(video.dtype)
-        v_audio = torch.stack([p["audio"] for p in parts]).to(audio.dtype)
-        if not use_cfg:
-            return v_video, v_audio
-        scale = video_guidance_scale(sigma_video, guidance.video, guidance.late_video, guidance.switch_timestep)
-        return (apply_guidance(v_video[:batch], v_video[batch:], scale),
-                apply_guidance(v_audio[:batch], v_audio[batch:], guidance.audio))
+        out_video = torch.stack([p["video"] for p in parts]).to(video.dtype)
+        out_audio = torch.stack([p["audio"] for p in parts]).to(audio.dtype)
+        if use_cfg:  # guidance is affine with weights summing to 1, so guiding a sample prediction is the same
+            scale = video_guidance_scale(sigma_video, guidance.video, guidance.late_video, guidance.switch_timestep)
+            out_video = apply_guidance(out_video[:batch], out_video[batch:], scale)
+            out_audio = apply_guidance(out_audio[:batch], out_audio[batch:], guidance.audio)
+        return (as_velocity(cfg.video_prediction, out_video, video, sigma_video, cfg.sample_prediction_min_sigma),
+                as_velocity(cfg.audio_prediction, out_audio, audio, sigma_audio, cfg.sample_prediction_min_sigma))
 
     return velocity

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from horse.diffusion.flow import as_velocity
 from horse.diffusion.loss import LossConfig, LossTerms, modality_loss_terms
 from horse.diffusion.objective import NoiseConfig, drop_captions, leading_frames_mask, prepare_flow_inputs
 from horse.data.cache import sample_audio_latent
-from horse.model.packing import PATCH, pack, unpack
+from horse.model.packing import PATCH, check_video_width, pack, unpack
 
 MODALITY_KEYS = ("video", "audio")
 
@@ -108,16 +109,20 @@ class FlowMatchingTask:
             prepared.append((idx, inputs))
             for j, i in enumerate(idx):
                 noisy[i] = {"video": inputs.video[j], "audio": inputs.audio[j], "text": texts[i]}
-        width = self.model.config.max_in_channels
-        packed = pack(noisy, width, self.config.coords_style)
+        cfg = self.model.config
+        check_video_width(samples[0]["video"].shape[0], cfg.video_patch, cfg.video_in_channels)
+        packed = pack(noisy, cfg.max_in_channels, self.config.coords_style, cfg.video_patch)
         packed = packed.to(samples[0]["video"].device)
         out = self.model(**packed.model_inputs(), **({"routing": routing} if routing is not None else {}))
-        preds = unpack(out, packed, audio_channels=self.model.config.audio_in_channels)
+        preds = unpack(out, packed, audio_channels=cfg.audio_in_channels)
         terms: dict[str, LossTerms] = {}
         metrics: dict[str, float] = {}
         for idx, inputs in prepared:
-            v_video = torch.stack([preds[i]["video"] for i in idx])
-            v_audio = torch.stack([preds[i]["audio"] for i in idx])
+            floor = cfg.sample_prediction_min_sigma
+            v_video = as_velocity(cfg.video_prediction, torch.stack([preds[i]["video"] for i in idx]), inputs.video,
+                                  inputs.sigma_video, floor)
+            v_audio = as_velocity(cfg.audio_prediction, torch.stack([preds[i]["audio"] for i in idx]), inputs.audio,
+                                  inputs.sigma_audio, floor)
             for name, t in modality_loss_terms(v_video, v_audio, inputs, self.config.loss).items():
                 prev = terms.get(name)
                 terms[name] = t if prev is None else LossTerms(prev.sum + t.sum, prev.count + t.count)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from horse.diffusion.flow import correlate_frames
+from horse.diffusion.flow import add_noise, correlate_frames, x0_from_velocity
 from horse.diffusion.objective import NoiseConfig, prepare_flow_inputs
 from horse.diffusion.samplers import initial_noise, sample_distilled
 from horse.diffusion.schedules import distill_schedule
@@ -52,3 +52,20 @@ def test_training_and_sampling_noise_follow_the_prior():
         ev, ea = correlate_frames(torch.randn(v0.shape, generator=g), 0.5), torch.randn(a0.shape, generator=g)
         rv, ra = sig[i + 1] * ev + (1 - sig[i + 1]) * rv, sig[i + 1] * ea + (1 - sig[i + 1]) * ra
     assert torch.equal(video, rv) and torch.equal(audio, ra)
+
+
+def test_velocity_from_sample_inverts_x0_from_velocity_above_the_floor():
+    from horse.diffusion.flow import as_velocity, velocity_from_sample
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(2, 3, 4, generator=g), torch.randn(2, 3, 4, generator=g)
+    sigma = torch.tensor([0.3, 0.9])
+    x = add_noise(x0, eps, sigma)
+    v = velocity_from_sample(x, sigma, x0, min_sigma=0.05)
+    torch.testing.assert_close(v, eps - x0)
+    torch.testing.assert_close(x0_from_velocity(x, sigma, v), x0)
+    # below the floor the division uses the floor: a bounded, shrunken velocity instead of a blow-up
+    low = add_noise(x0, eps, 0.01)
+    torch.testing.assert_close(velocity_from_sample(low, 0.01, x0, min_sigma=0.05), 0.2 * (eps - x0))
+    assert as_velocity("velocity", v, x, sigma, 0.05) is v
+    with pytest.raises(ValueError, match="prediction"):
+        as_velocity("epsilon", v, x, sigma, 0.05)

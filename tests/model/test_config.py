@@ -160,6 +160,10 @@ def test_config_validation_errors():
         DiTConfig(num_layers=4, mm_layers=(4,), gelu7_layers=())
     with pytest.raises(ValueError, match="head_dim"):
         DiTConfig(hidden_size=100, head_dim=12)
+    with pytest.raises(ValueError, match="video_prediction must be one of"):
+        DiTConfig(video_prediction="epsilon")
+    with pytest.raises(ValueError, match="sample_prediction_min_sigma"):
+        DiTConfig(sample_prediction_min_sigma=0.0)
 
 
 def test_model_info_keys_output(capsys):

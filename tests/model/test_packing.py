@@ -175,3 +175,43 @@ def test_model_input_errors(tiny_config, random_model, make_pack):
     no_text = modality != TEXT
     out = model(x[no_text][:, :12], coords[no_text], modality[no_text])
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("pt", [2, 4])
+def test_temporal_patch_round_trip_and_token_times(tiny_config, pt):
+    """A video_patch of pt frames: tokens hold pt frames, unpack inverts pack, and each token's RoPE time is
+    the mean of its frames, in latent frames (where v2 audio coords put the audio: token k at ~k/4)."""
+    from horse.model.rope import rope_positions
+    patch = (pt, 2, 2)
+    cfg = tiny_config(video_in_channels=C * pt * 4, video_patch=patch)
+    g = torch.Generator().manual_seed(0)
+    frames = 2 * pt
+    video = torch.randn(C, frames, 4, 6, generator=g)
+    samples = [{"video": video, "audio": torch.randn(4 * frames + 1, 5, generator=g), "text": torch.randn(3, 7, generator=g)}]
+    packed = pack(samples, cfg.max_in_channels, "v2", patch)
+    nv = 2 * 2 * 3
+    assert packed.patch == patch and packed.layouts[0].video_grid == (2, 2, 3)
+    assert torch.equal(packed.x[:nv, :C * pt * 4], patchify_video(video, "in", patch))
+    pos = rope_positions(packed.coords)
+    token_times = pos[:nv:6, 0]  # one row per temporal token
+    assert torch.allclose(token_times, torch.tensor([(pt - 1) / 2, pt + (pt - 1) / 2]))
+    audio_times = pos[nv:nv + 4 * frames + 1, 0]
+    assert torch.allclose(audio_times, torch.arange(4 * frames + 1) / 4)  # frame j's audio starts at time j
+    target = torch.randn(C, frames, 4, 6, generator=g)
+    out = torch.zeros(packed.num_tokens, cfg.out_channels)
+    out[:nv] = patchify_video(target, "out", patch)
+    assert torch.equal(unpack(out, packed, audio_channels=5)[0]["video"], target)
+    # one temporal token: placed at its frames' mean time directly
+    single = pack([{"video": video[:, :pt]}], cfg.max_in_channels, "v2", patch)
+    assert torch.allclose(rope_positions(single.coords)[:, 0], torch.full((6,), (pt - 1) / 2))
+
+
+def test_temporal_patch_errors(tiny_config):
+    from horse.model.packing import check_video_width
+    with pytest.raises(ValueError, match="multiples of the patch"):
+        pack([{"video": torch.zeros(C, 3, 4, 4)}], 48, "v2", (2, 2, 2))
+    with pytest.raises(ValueError, match="video_in_channels to 24"):
+        check_video_width(C, (2, 2, 2), 12)
+    with pytest.raises(ValueError, match="video_patch"):
+        tiny_config(video_patch=(0, 2, 2))
+    assert tiny_config(video_patch=[2, 2, 2]).video_patch == (2, 2, 2)

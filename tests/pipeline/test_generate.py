@@ -211,3 +211,21 @@ def test_clip_layouts_follow_the_codec_specs():
     assert (lay5.video_latent[1], lay5.num_audio, lay5.duration) == (32, 126, 5.0)
     with pytest.raises(ValueError, match="multiple of 16"):
         release.layout(4, 250, 448)
+
+
+def test_a_temporally_patched_model_generates_and_checks_the_duration(tmp_path):
+    """video_patch (2, 2, 2): tokens of two latent frames; generation works end to end, and a duration whose
+    latent frames do not fill whole tokens, or a model whose video input does not match, is refused clearly."""
+    from horse.pipeline import init_checkpoint
+    model = {"preset": "demo", "num_layers": 2, "mm_layers": [0, 1], "gelu7_layers": [0],
+             "video_patch": [2, 2, 2], "video_in_channels": 48 * 8}
+    patched = Pipeline(init_checkpoint(tmp_path / "tp2", seed=0, model=model))
+    assert patched.model.config.video_patch == (2, 2, 2)
+    result = patched.generate("a red circle moves left", tmp_path / "clip.mp4", duration=2, fps=8, seed=0,
+                              return_latents=True, **FAST)
+    assert result.latents["video"].shape[-3:] == (16, 8, 8) and _probe(tmp_path / "clip.mp4")["frames"] == 16
+    with pytest.raises(ValueError, match="multiple of 2"):
+        patched.generate("a red circle moves left", duration=1.125, fps=8, seed=0, **FAST)
+    with pytest.raises(ValueError, match="video_in_channels to 384"):
+        init_checkpoint(tmp_path / "bad", seed=0, model={**model, "video_in_channels": 192})
+        Pipeline(tmp_path / "bad")
