@@ -48,7 +48,8 @@ class DiTConfig:
     # What the output rows mean, per modality: velocity eps - x0 (the release) or sample, the clean latent x0
     # (horse.diffusion.flow.velocity_from_sample turns it into a velocity for the loss and the samplers).
     # Why sample: a pixel-like latent is far more redundant than the noise, so a token's clean value is
-    # low-dimensional while its velocity carries full-width noise through the model (Li & He, JiT, 2511.13720).
+    # low-dimensional while its velocity carries full-width noise through the model (Li & He 2025, "Back to
+    # Basics: Let Denoising Generative Models Denoise", JiT).
     video_prediction: str = "velocity"
     audio_prediction: str = "velocity"
     # sample prediction divides by sigma; levels below this floor divide by it instead (JiT's clip)
