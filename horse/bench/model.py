@@ -31,11 +31,12 @@ def sample_layout(tokens: int, frames: int, text: int) -> tuple[int, int, int, i
 def build_pack(cfg, tokens: int, samples: int, frames: int, text: int, generator):
     per = tokens // samples
     side, nv, na, nt = sample_layout(per, frames, text)
-    c = cfg.video_in_channels // 4
-    batch = [{"video": torch.randn(c, frames, 2 * side, 2 * side, generator=generator),
+    pt, ph, pw = cfg.video_patch
+    c = cfg.video_in_channels // (pt * ph * pw)
+    batch = [{"video": torch.randn(c, frames * pt, ph * side, pw * side, generator=generator),
               "audio": torch.randn(na, cfg.audio_in_channels, generator=generator),
               "text": torch.randn(nt, cfg.text_in_channels, generator=generator)} for _ in range(samples)]
-    return pack(batch, cfg.max_in_channels), [(nv, na, nt)] * samples
+    return pack(batch, cfg.max_in_channels, patch=cfg.video_patch), [(nv, na, nt)] * samples
 
 
 def matmul_gflops(n: int, k: int, m: int, dtype=torch.float32, seconds: float = 2.0) -> float:

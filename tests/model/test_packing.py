@@ -215,3 +215,12 @@ def test_temporal_patch_errors(tiny_config):
     with pytest.raises(ValueError, match="video_patch"):
         tiny_config(video_patch=(0, 2, 2))
     assert tiny_config(video_patch=[2, 2, 2]).video_patch == (2, 2, 2)
+
+
+@pytest.mark.parametrize("patch", [(1, 2, 2), (4, 2, 2)])
+def test_benchmark_pack_has_the_token_counts_it_reports(tiny_config, patch):
+    from horse.bench.model import build_pack
+    cfg = tiny_config(video_in_channels=3 * patch[0] * 4, video_patch=patch)
+    packed, counts = build_pack(cfg, tokens=200, samples=2, frames=2, text=3, generator=torch.Generator().manual_seed(0))
+    assert packed.num_tokens == sum(sum(c) for c in counts)
+    assert [lay.num_video for lay in packed.layouts] == [c[0] for c in counts]
