@@ -17,7 +17,7 @@ import torch
 from horse.model import DiTModel, get_config
 from horse.model.flops import forward_flops, training_flops
 from horse.model.init import init_weights
-from horse.model.packing import pack
+from horse.model.packing import pack_for_model
 
 
 def sample_layout(tokens: int, frames: int, text: int) -> tuple[int, int, int, int]:
@@ -32,11 +32,11 @@ def build_pack(cfg, tokens: int, samples: int, frames: int, text: int, generator
     per = tokens // samples
     side, nv, na, nt = sample_layout(per, frames, text)
     pt, ph, pw = cfg.video_patch
-    c = cfg.video_in_channels // (pt * ph * pw)
+    c = cfg.video_out_channels // (pt * ph * pw)
     batch = [{"video": torch.randn(c, frames * pt, ph * side, pw * side, generator=generator),
               "audio": torch.randn(na, cfg.audio_in_channels, generator=generator),
               "text": torch.randn(nt, cfg.text_in_channels, generator=generator)} for _ in range(samples)]
-    return pack(batch, cfg.max_in_channels, patch=cfg.video_patch), [(nv, na, nt)] * samples
+    return pack_for_model(batch, cfg), [(nv, na, nt)] * samples
 
 
 def matmul_gflops(n: int, k: int, m: int, dtype=torch.float32, seconds: float = 2.0) -> float:

@@ -35,6 +35,10 @@ class DiTConfig:
     # latent channels times their product. Frames > 1 put a short stretch of motion inside each token (as
     # a temporally compressing VAE does), which a per-frame pixel latent otherwise leaves to attention.
     video_patch: tuple[int, int, int] = (1, 2, 2)
+    # Tokens on each side in time whose patches join a video token's *input* (0: the release). The input is
+    # then (2k + 1) patches wide and the output stays the token's own patch: a temporal stencil at the input
+    # (like a 3D-conv stem), so motion between neighbouring frames is visible without attention.
+    video_context_frames: int = 0
     audio_in_channels: int = 64
     text_in_channels: int = 3584
     enable_attn_gating: bool = True
@@ -67,6 +71,9 @@ class DiTConfig:
         object.__setattr__(self, "video_patch", tuple(int(p) for p in self.video_patch))
         if len(self.video_patch) != 3 or any(p < 1 for p in self.video_patch):
             raise ValueError(f"video_patch must be 3 positive sizes (frames, rows, cols), got {self.video_patch}")
+        if self.video_context_frames < 0 or self.video_in_channels % (2 * self.video_context_frames + 1):
+            raise ValueError(f"video_context_frames must be >= 0 with video_in_channels ({self.video_in_channels}) "
+                             f"a multiple of 2k+1 patches, got k={self.video_context_frames}")
         if self.local_frame_window < 0:
             raise ValueError(f"local_frame_window must be >= 0 latent frames each side, got {self.local_frame_window}")
         if self.hidden_size % self.head_dim:
@@ -119,8 +126,13 @@ class DiTConfig:
         return max(self.video_in_channels, self.audio_in_channels, self.text_in_channels)
 
     @property
+    def video_out_channels(self) -> int:
+        """Values per video output row: one patch (the input also holds the context frames' patches)."""
+        return self.video_in_channels // (2 * self.video_context_frames + 1)
+
+    @property
     def out_channels(self) -> int:
-        return max(self.video_in_channels, self.audio_in_channels)
+        return max(self.video_out_channels, self.audio_in_channels)
 
     def num_experts(self, layer: int) -> int:
         return 3 if layer in self.mm_layers else 1

@@ -160,7 +160,7 @@ class DiTModel(nn.Module):
     """``forward(x [N, C], coords [N, 9], modality [N])`` -> velocity ``[N, out_channels]``.
 
     Inputs: video rows in the channel-major patch order (``patchify_video(order="in")``).
-    Output: video rows carry ``video_in_channels`` values in the channel-minor order
+    Output: video rows carry ``video_out_channels`` values in the channel-minor order
     (``order="out"``), audio rows ``audio_in_channels`` values then zeros, text rows zeros.
     Weights are initialised with ``horse.model.init.init_weights`` (seeded by ``seed``)
     unless the model lives on the meta device (for loading a checkpoint).
@@ -176,7 +176,7 @@ class DiTModel(nn.Module):
         self.block = TransformerBlock(cfg)
         self.final_norm_video = MultiModalityRMSNorm(cfg.hidden_size, 1, cfg.norm_eps)
         self.final_norm_audio = MultiModalityRMSNorm(cfg.hidden_size, 1, cfg.norm_eps)
-        self.final_linear_video = nn.Linear(cfg.hidden_size, cfg.video_in_channels, bias=False)
+        self.final_linear_video = nn.Linear(cfg.hidden_size, cfg.video_out_channels, bias=False)
         self.final_linear_audio = nn.Linear(cfg.hidden_size, cfg.audio_in_channels, bias=False)
         if self.final_linear_audio.weight.device.type != "meta":
             from .init import init_weights

@@ -15,7 +15,7 @@ def linear_params_per_token(cfg: DiTConfig, modality: int) -> int:
         total += cfg.hidden_size * cfg.qkv_width + cfg.num_heads_q * cfg.head_dim * cfg.hidden_size
         total += cfg.hidden_size * up + inner * cfg.hidden_size
     in_ch = {VIDEO: cfg.video_in_channels, AUDIO: cfg.audio_in_channels, TEXT: cfg.text_in_channels}[modality]
-    head = {VIDEO: cfg.video_in_channels, AUDIO: cfg.audio_in_channels, TEXT: 0}[modality]
+    head = {VIDEO: cfg.video_out_channels, AUDIO: cfg.audio_in_channels, TEXT: 0}[modality]
     return total + in_ch * cfg.hidden_size + head * cfg.hidden_size
 
 

@@ -52,14 +52,29 @@ def unpatchify_video(tokens: torch.Tensor, grid: tuple[int, int, int], order: st
     return rearrange(tokens, f"(T H W) {pattern} -> C (T pt) (H ph) (W pw)", T=t, H=h, W=w, pt=pt, ph=ph, pw=pw)
 
 
-def check_video_width(latent_channels: int, patch, video_in_channels: int) -> None:
-    """A video token's features (latent channels x patch volume) must be what the model's video input reads."""
-    width = latent_channels * math.prod(patch)
+def check_video_width(latent_channels: int, patch, video_in_channels: int, context: int = 0) -> None:
+    """A video token's input (latent channels x patch volume x (2*context + 1) patches) must be what the
+    model's video input reads."""
+    width = latent_channels * math.prod(patch) * (2 * context + 1)
     if width != video_in_channels:
         raise ValueError(
-            f"{latent_channels}-channel video latents in {tuple(patch)} patches make {width}-wide tokens, but the "
-            f"model's video input reads {video_in_channels}: set the model's video_in_channels to {width} (or "
-            f"video_patch to match the codec)")
+            f"{latent_channels}-channel video latents in {tuple(patch)} patches with {context} context token(s) "
+            f"each side make {width}-wide tokens, but the model's video input reads {video_in_channels}: set the "
+            f"model's video_in_channels to {width} (or video_patch / video_context_frames to match the codec)")
+
+
+def video_input_tokens(latent: torch.Tensor, patch=PATCH, context: int = 0) -> torch.Tensor:
+    """Input rows ``[N, (2k+1) * C * p]``: each token's own patch with the patches ``1..k`` tokens earlier and
+    later at the same place (offsets -k..k in that order; zeros beyond the clip's ends)."""
+    own = patchify_video(latent, "in", patch)
+    if context == 0:
+        return own
+    pt = patch[0]
+    padded = torch.nn.functional.pad(latent, (0, 0, 0, 0, context * pt, context * pt))
+    frames = latent.shape[1]
+    parts = [own if d == 0 else patchify_video(padded[:, (context + d) * pt:(context + d) * pt + frames], "in", patch)
+             for d in range(-context, context + 1)]
+    return torch.cat(parts, dim=1)
 
 
 def _coords(t: torch.Tensor, h: torch.Tensor, w: torch.Tensor, size, ref) -> torch.Tensor:
@@ -149,10 +164,11 @@ class PackedBatch:
         return dict(x=self.x, coords=self.coords, modality=self.modality, cu_seqlens=self.cu_seqlens)
 
 
-def pack(samples: list[dict], width: int, coords_style: str = "v2", patch=PATCH) -> PackedBatch:
+def pack(samples: list[dict], width: int, coords_style: str = "v2", patch=PATCH, context: int = 0) -> PackedBatch:
     """Pack samples ``{"video": [C,T,h,w], "audio": [Na,Ca], "text": [Nt,Ct]}`` (any may be absent).
 
-    ``patch``: latent (frames, rows, cols) per video token, the model's ``config.video_patch``."""
+    ``patch``: latent (frames, rows, cols) per video token, the model's ``config.video_patch``;
+    ``context``: its ``video_context_frames`` (``video_input_tokens``)."""
     if coords_style not in COORD_STYLES:
         raise ValueError(f"coords_style must be one of {COORD_STYLES}, got {coords_style!r}")
     if not samples:
@@ -166,7 +182,7 @@ def pack(samples: list[dict], width: int, coords_style: str = "v2", patch=PATCH)
         video = s.get("video")
         grid, vc = (0, 0, 0), 0
         if video is not None:
-            tokens = patchify_video(video, "in", patch)
+            tokens = video_input_tokens(video, patch, context)
             grid = (video.shape[1] // patch[0], video.shape[2] // patch[1], video.shape[3] // patch[2])
             vc = video.shape[0]
             parts.append((tokens, video_coords(grid, patch[0]), VIDEO))
@@ -192,6 +208,15 @@ def pack(samples: list[dict], width: int, coords_style: str = "v2", patch=PATCH)
         offset += layout.length
     cu = torch.tensor([0] + [l.offset + l.length for l in layouts], dtype=torch.int64)
     return PackedBatch(torch.cat(xs), torch.cat(cs), torch.cat(ms), cu, layouts, tuple(patch))
+
+
+def pack_for_model(samples: list[dict], config, coords_style: str = "v2") -> PackedBatch:
+    """``pack`` with a ``DiTConfig``'s width, video patch and context, after checking the video token width."""
+    videos = [s["video"] for s in samples if s.get("video") is not None]
+    if videos:
+        check_video_width(videos[0].shape[0], config.video_patch, config.video_in_channels,
+                          config.video_context_frames)
+    return pack(samples, config.max_in_channels, coords_style, config.video_patch, config.video_context_frames)
 
 
 def _rows(t) -> int:

@@ -71,7 +71,8 @@ class Pipeline:
         if self.codecs.audio.latent_channels != dit.audio_in_channels:
             raise ValueError(f"the audio codec gives {self.codecs.audio.latent_channels} channels but the DiT reads "
                              f"audio_in_channels={dit.audio_in_channels}")
-        check_video_width(self.codecs.video.latent_channels, dit.video_patch, dit.video_in_channels)
+        check_video_width(self.codecs.video.latent_channels, dit.video_patch, dit.video_in_channels,
+                          dit.video_context_frames)
 
     # ---- input checks ----------------------------------------------------------------------
     def _resolution(self, resolution) -> tuple[str, int, int]:

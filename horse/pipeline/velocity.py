@@ -18,7 +18,7 @@ from torch import Tensor
 from horse.diffusion.flow import as_velocity
 from horse.diffusion.guidance import apply_guidance, video_guidance_scale
 from horse.diffusion.samplers import VelocityFn
-from horse.model.packing import check_video_width, pack, unpack
+from horse.model.packing import pack_for_model, unpack
 
 
 
@@ -47,7 +47,6 @@ def make_velocity_fn(model, text: Tensor, negative_text: Tensor | None = None, g
     if use_cfg and negative_text is None:
         raise ValueError("classifier-free guidance needs the negative-prompt features (negative_text)")
     cfg = model.config
-    width = cfg.max_in_channels
     device = next(model.parameters()).device
 
     def contexts(t: Tensor | None):
@@ -60,8 +59,7 @@ def make_velocity_fn(model, text: Tensor, negative_text: Tensor | None = None, g
         texts = [cond_text] + ([uncond_text] if use_cfg else [])
         samples = [{"video": video[b], "audio": audio[b], **({"text": t} if t is not None else {})}
                    for t in texts for b in range(batch)]
-        check_video_width(video.shape[1], cfg.video_patch, cfg.video_in_channels)
-        packed = pack(samples, width, coords_style, cfg.video_patch).to(device)
+        packed = pack_for_model(samples, cfg, coords_style).to(device)
         out = model(**packed.model_inputs(), local_window=local_window)
         parts = unpack(out, packed, audio.shape[-1])
         out_video = torch.stack([p["video"] for p in parts]).to(video.dtype)

@@ -24,7 +24,7 @@ from horse.diffusion.flow import as_velocity
 from horse.diffusion.loss import LossConfig, LossTerms, modality_loss_terms
 from horse.diffusion.objective import NoiseConfig, drop_captions, leading_frames_mask, prepare_flow_inputs
 from horse.data.cache import sample_audio_latent
-from horse.model.packing import PATCH, check_video_width, pack, unpack
+from horse.model.packing import PATCH, pack_for_model, unpack
 
 MODALITY_KEYS = ("video", "audio")
 
@@ -110,8 +110,7 @@ class FlowMatchingTask:
             for j, i in enumerate(idx):
                 noisy[i] = {"video": inputs.video[j], "audio": inputs.audio[j], "text": texts[i]}
         cfg = self.model.config
-        check_video_width(samples[0]["video"].shape[0], cfg.video_patch, cfg.video_in_channels)
-        packed = pack(noisy, cfg.max_in_channels, self.config.coords_style, cfg.video_patch)
+        packed = pack_for_model(noisy, cfg, self.config.coords_style)
         packed = packed.to(samples[0]["video"].device)
         out = self.model(**packed.model_inputs(), **({"routing": routing} if routing is not None else {}))
         preds = unpack(out, packed, audio_channels=cfg.audio_in_channels)

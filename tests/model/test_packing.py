@@ -224,3 +224,32 @@ def test_benchmark_pack_has_the_token_counts_it_reports(tiny_config, patch):
     packed, counts = build_pack(cfg, tokens=200, samples=2, frames=2, text=3, generator=torch.Generator().manual_seed(0))
     assert packed.num_tokens == sum(sum(c) for c in counts)
     assert [lay.num_video for lay in packed.layouts] == [c[0] for c in counts]
+
+
+@pytest.mark.parametrize("pt", [1, 2])
+def test_context_frames_join_the_input_and_not_the_output(tiny_config, pt):
+    """video_context_frames k: a token's input row is [patch k tokens earlier, ..., own, ..., k later] (zeros past
+    the clip's ends); the model's video output is one patch wide and unpacks to the latent's shape."""
+    from horse.model import DiTModel
+    from horse.model.packing import pack_for_model, video_input_tokens
+    patch = (pt, 2, 2)
+    cfg = tiny_config(video_in_channels=3 * pt * 4 * 3, video_patch=patch, video_context_frames=1)
+    assert cfg.video_out_channels == 3 * pt * 4 and cfg.out_channels == 12 * pt
+    latent = torch.randn(C, 3 * pt, 4, 4, generator=torch.Generator().manual_seed(0))
+    rows = video_input_tokens(latent, patch, 1)
+    per_frame = 4  # tokens per token-frame (2 x 2 grid)
+    own = patchify_video(latent, "in", patch)
+    w = own.shape[1]
+    assert rows.shape == (3 * per_frame, 3 * w)
+    assert torch.equal(rows[:, w:2 * w], own)
+    assert torch.equal(rows[per_frame:, :w], own[:-per_frame]) and torch.equal(rows[:per_frame, :w], torch.zeros(per_frame, w))
+    assert torch.equal(rows[:-per_frame, 2 * w:], own[per_frame:]) and torch.equal(rows[-per_frame:, 2 * w:], torch.zeros(per_frame, w))
+    sample = {"video": latent, "audio": torch.randn(5, 5), "text": torch.randn(2, 7)}
+    packed = pack_for_model([sample], cfg)
+    out = DiTModel(cfg)(**packed.model_inputs())
+    assert out.shape == (packed.num_tokens, cfg.out_channels)
+    assert unpack(out, packed, audio_channels=5)[0]["video"].shape == latent.shape
+    with pytest.raises(ValueError, match=f"video_in_channels to {cfg.video_in_channels}"):
+        pack_for_model([sample], cfg.replace(video_in_channels=2 * cfg.video_in_channels))
+    with pytest.raises(ValueError, match="multiple of 2k\\+1"):
+        tiny_config(video_in_channels=16, video_context_frames=1)

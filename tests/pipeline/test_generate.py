@@ -229,3 +229,13 @@ def test_a_temporally_patched_model_generates_and_checks_the_duration(tmp_path):
     with pytest.raises(ValueError, match="video_in_channels to 384"):
         init_checkpoint(tmp_path / "bad", seed=0, model={**model, "video_in_channels": 192})
         Pipeline(tmp_path / "bad")
+
+
+def test_a_model_with_context_frames_generates(tmp_path):
+    """video_context_frames 1: each token reads its neighbours' patches; sampling packs them the same way."""
+    from horse.pipeline import init_checkpoint
+    model = {"preset": "demo", "num_layers": 2, "mm_layers": [0, 1], "gelu7_layers": [0],
+             "video_context_frames": 1, "video_in_channels": 192 * 3}
+    pipe = Pipeline(init_checkpoint(tmp_path / "ctx", seed=0, model=model))
+    result = pipe.generate("a red circle moves left", duration=1, fps=8, seed=0, return_latents=True, **FAST)
+    assert result.latents["video"].shape[-4:] == (48, 8, 8, 8) and torch.isfinite(result.latents["video"]).all()

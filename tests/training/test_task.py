@@ -58,13 +58,14 @@ class CleanOracle(torch.nn.Module):
         return out + 0 * self.anchor
 
 
-@pytest.mark.parametrize("pt", [1, 2])
-def test_sample_prediction_of_the_clean_latents_has_zero_loss(pt):
-    """With video and audio prediction 'sample', outputting x0 is the optimum: the velocity loss is 0."""
+@pytest.mark.parametrize("pt, context", [(1, 0), (2, 0), (1, 1)])
+def test_sample_prediction_of_the_clean_latents_has_zero_loss(pt, context):
+    """With video and audio prediction 'sample', outputting x0 is the optimum: the velocity loss is 0 (also with
+    multi-frame tokens and context frames at the input, whose output is the token's own patch)."""
     from horse.diffusion.objective import NoiseConfig
     from horse.training.task import TaskConfig
-    cfg = DiTConfig(**TINY, video_in_channels=3 * pt * 4, video_patch=(pt, 2, 2), video_prediction="sample",
-                    audio_prediction="sample")
+    cfg = DiTConfig(**TINY, video_in_channels=3 * pt * 4 * (2 * context + 1), video_patch=(pt, 2, 2),
+                    video_context_frames=context, video_prediction="sample", audio_prediction="sample")
     samples = _samples()
     noise = NoiseConfig(distribution="logit_normal", logit_mean=3.0)  # levels far above the 0.05 floor
     task = FlowMatchingTask(CleanOracle(cfg, samples), TaskConfig(noise=noise, caption_dropout=0.0))
