@@ -139,7 +139,7 @@ class PackingStream:
 
 
 def pack_group(group: list[dict], width: int, coords_style: str = "v2",
-               generator: torch.Generator | None = None, patch=PATCH) -> PackedBatch:
+               generator: torch.Generator | None = None) -> PackedBatch:
     """Cached samples of one pack -> ``PackedBatch`` (audio latents drawn from their posteriors)."""
     from .cache import to_training_sample
-    return pack([to_training_sample(s, generator) for s in group], width, coords_style, patch)
+    return pack([to_training_sample(s, generator) for s in group], width, coords_style)
