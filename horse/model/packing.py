@@ -88,14 +88,9 @@ def video_coords(grid: tuple[int, int, int], frames_per_token: int = 1) -> torch
     ``pt * t + (pt - 1) / 2``, so time stays in latent frames (where the v2 audio coords put audio)."""
     t, h, w = grid
     tt, hh, ww = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
-    tt, size, ref = tt.flatten().float(), grid, grid
     pt = frames_per_token
-    if pt > 1:
-        if t > 1:  # RoPE scales t by (refT - 1) / (T - 1) = pt
-            tt, ref = tt + (pt - 1) / (2 * pt), (pt * (t - 1) + 1, h, w)
-        else:  # a single temporal token: scale 1, so place it directly
-            tt = tt + (pt - 1) / 2
-    return _coords(tt, hh.flatten(), ww.flatten(), size, ref)
+    times = tt.flatten() * pt + (pt - 1) / 2  # ref == size keeps RoPE's time scale at 1
+    return _coords(times, hh.flatten(), ww.flatten(), grid, grid)
 
 
 def audio_coords(num_audio: int, video_frames: int, style: str = "v2") -> torch.Tensor:

@@ -116,8 +116,8 @@ class FlowMatchingTask:
         preds = unpack(out, packed, audio_channels=cfg.audio_in_channels)
         terms: dict[str, LossTerms] = {}
         metrics: dict[str, float] = {}
+        floor = cfg.sample_prediction_min_sigma
         for idx, inputs in prepared:
-            floor = cfg.sample_prediction_min_sigma
             v_video = as_velocity(cfg.video_prediction, torch.stack([preds[i]["video"] for i in idx]), inputs.video,
                                   inputs.sigma_video, floor)
             v_audio = as_velocity(cfg.audio_prediction, torch.stack([preds[i]["audio"] for i in idx]), inputs.audio,

@@ -226,9 +226,9 @@ def test_a_temporally_patched_model_generates_and_checks_the_duration(tmp_path):
     assert result.latents["video"].shape[-3:] == (16, 8, 8) and _probe(tmp_path / "clip.mp4")["frames"] == 16
     with pytest.raises(ValueError, match="multiple of 2"):
         patched.generate("a red circle moves left", duration=1.125, fps=8, seed=0, **FAST)
+    bad = init_checkpoint(tmp_path / "bad", seed=0, model={**model, "video_in_channels": 192})
     with pytest.raises(ValueError, match="video_in_channels to 384"):
-        init_checkpoint(tmp_path / "bad", seed=0, model={**model, "video_in_channels": 192})
-        Pipeline(tmp_path / "bad")
+        Pipeline(bad)
 
 
 def test_a_model_with_context_frames_generates(tmp_path):
