@@ -111,7 +111,21 @@ def test_make_clip_is_deterministic_and_seed_dependent():
     assert not np.array_equal(a_frames, c_frames) and c_truth != a_truth
 
 
+@pytest.mark.parametrize("spread", [0.0, 0.2, 1.0])
+def test_start_position_spread(spread):
+    config = ShapesConfig(start_spread=spread)
+    offsets = []  # start relative to the middle of the free extent, in units of half that extent
+    for index in range(60):
+        params = sample_params(config, 5, "train", index)
+        half = (config.width - params["size_px"]) / 2  # square frame: same free extent on both axes
+        offsets += [(coordinate - half) / half for coordinate in params["start_xy"]]
+    assert np.abs(offsets).max() <= spread + 1e-9
+    assert np.ptp(offsets) > 1.6 * spread if spread else not np.any(offsets)
+
+
 def test_config_validation():
+    with pytest.raises(ValueError, match="start_spread"):
+        ShapesConfig(start_spread=1.5)
     with pytest.raises(ValueError, match="smaller than the frame"):
         ShapesConfig(height=8, width=8)
     with pytest.raises(ValueError, match="held-out"):

@@ -54,7 +54,8 @@ def sample_params(config: ShapesConfig, seed: int, split: str, index: int) -> di
     background = pick(config.backgrounds)
     speed_px = float(rng.uniform(*config.speeds[speed]))
     side = config.sizes[size]
-    start = [float(rng.uniform(0, config.width - side)), float(rng.uniform(0, config.height - side))]
+    free = (config.width - side, config.height - side)
+    start = [float(f / 2 + (rng.uniform() - 0.5) * config.start_spread * f) for f in free]
     template = int(rng.integers(len(CAPTION_TEMPLATES)))
     return {"colour": colour, "shape": shape, "size": size, "direction": direction, "speed": speed,
             "background": background, "speed_px_per_frame": speed_px, "size_px": side,
