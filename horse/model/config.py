@@ -39,6 +39,11 @@ class DiTConfig:
     # then (2k + 1) patches wide and the output stays the token's own patch: a temporal stencil at the input
     # (like a 3D-conv stem), so motion between neighbouring frames is visible without attention.
     video_context_frames: int = 0
+    # Add a learned projection of each video token's absolute (t, h, w) Fourier features (the fixed RoPE bands'
+    # sin/cos) to its embedding; zero-initialised, so a fresh model computes what the release does. The release
+    # has only RoPE (relative) and no timestep input: a token learns where and when it is only through
+    # attention, which a small model trained briefly does poorly (see the README's results).
+    video_position_embedding: bool = False
     audio_in_channels: int = 64
     text_in_channels: int = 3584
     enable_attn_gating: bool = True

@@ -16,7 +16,7 @@ from .attention import LocalAttentionPlan, frame_window_ranges, packed_attention
 from .config import AUDIO, TEXT, VIDEO, DiTConfig, get_config
 from .layers import ACTIVATION_FNS, ExpertLinear, ModalityGroups, MultiModalityRMSNorm
 from .precision import PrecisionPolicy, get_policy
-from .rope import ElementWiseFourierEmbed, apply_rope
+from .rope import ElementWiseFourierEmbed, apply_rope, rope_angles
 
 
 @dataclass
@@ -150,10 +150,21 @@ class Adapter(nn.Module):
         self.rope = ElementWiseFourierEmbed(cfg.head_dim, cfg.rope_temperature, cfg.rope_max_frequency,
                                            cfg.rope_frequencies, cfg.num_heads_kv)
         self.embedders = (self.video_embedder, self.audio_embedder, self.text_embedder)
+        self.video_position = (nn.Linear(6 * (cfg.head_dim // 8), cfg.hidden_size, bias=False)
+                               if cfg.video_position_embedding else None)
 
-    def forward(self, x: torch.Tensor, groups: ModalityGroups) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, groups: ModalityGroups, coords: torch.Tensor) -> torch.Tensor:
         x = x.float()
-        return groups.apply(x, lambda j, rows: self.embedders[j](rows[:, :self.embedders[j].in_features]))
+        if self.video_position is None:
+            return groups.apply(x, lambda j, rows: self.embedders[j](rows[:, :self.embedders[j].in_features]))
+        theta = rope_angles(coords, self.rope.bands.float()).flatten(1)
+        width = 2 * theta.shape[1]
+
+        def embed(j, rows):
+            h = self.embedders[j](rows[:, :self.embedders[j].in_features])
+            return h + self.video_position(rows[:, -width:]) if j == VIDEO else h
+
+        return groups.apply(torch.cat([x, theta.sin(), theta.cos()], 1), embed)
 
 
 class DiTModel(nn.Module):
@@ -236,7 +247,7 @@ class DiTModel(nn.Module):
         ctx = ForwardContext(groups, rope, seqlens, self._local_plan(coords, modality, seqlens, local_ranges,
                                                                       local_window),
                              self.precision, self.attention_backend)
-        h = self.adapter(x, groups)
+        h = self.adapter(x, groups, coords)
         result = DiTOutput(out=h, adapter=h if return_intermediates else None,
                            rope=rope if return_intermediates else None)
         full, full_ctx = None, ctx

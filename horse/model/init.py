@@ -20,6 +20,7 @@ from .layers import ExpertLinear, MultiModalityRMSNorm
 from .rope import ElementWiseFourierEmbed
 
 RESIDUAL_WRITERS = ("linear_proj", "down_proj", "final_linear_video", "final_linear_audio")
+ZERO_INIT = ("video_position",)  # options outside the release start as a no-op
 
 
 @torch.no_grad()
@@ -27,7 +28,9 @@ def init_weights(model: nn.Module, generator: torch.Generator | None = None) -> 
     depth_scale = 1.0 / math.sqrt(2 * model.config.num_layers)
     for name, module in model.named_modules():
         leaf = name.rsplit(".", 1)[-1]
-        if isinstance(module, (ExpertLinear, nn.Linear)):
+        if leaf in ZERO_INIT:
+            module.weight.zero_()
+        elif isinstance(module, (ExpertLinear, nn.Linear)):
             std = module.weight.shape[1] ** -0.5 * (depth_scale if leaf in RESIDUAL_WRITERS else 1.0)
             w = module.weight
             # drawn on the CPU (where the generator lives) so a seed gives the same weights on any device

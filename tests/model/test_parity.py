@@ -128,7 +128,7 @@ def test_mixed_layer_by_layer(fixtures, name, case):
     local = model._local_plan(coords, modality, [modality.numel()], _local(meta, case), None)
     ctx = ForwardContext(groups, model.adapter.rope(coords), [modality.numel()], local, model.precision)
     with torch.no_grad():
-        assert _rel(model.adapter(x, groups), t[p + "h_adapter"]) <= 1e-5
+        assert _rel(model.adapter(x, groups, coords), t[p + "h_adapter"]) <= 1e-5
         h_prev = t[p + "h_adapter"]
         for i, layer in enumerate(model.block.layers):
             assert _rel(layer(h_prev, ctx), t[p + f"h_layer{i}"]) <= 1e-6, f"layer {i}"
