@@ -42,7 +42,7 @@ class DiTConfig:
     # Add a learned projection of each video token's absolute (t, h, w) Fourier features (the fixed RoPE bands'
     # sin/cos) to its embedding; zero-initialised, so a fresh model computes what the release does. The release
     # has only RoPE (relative) and no timestep input: a token learns where and when it is only through
-    # attention, which a small model trained briefly does poorly (see the README's results).
+    # attention. On the CPU demo it changed nothing measurable (README's results).
     video_position_embedding: bool = False
     audio_in_channels: int = 64
     text_in_channels: int = 3584
