@@ -16,7 +16,7 @@ from .attention import LocalAttentionPlan, frame_window_ranges, packed_attention
 from .config import AUDIO, TEXT, VIDEO, DiTConfig, get_config
 from .layers import ACTIVATION_FNS, ExpertLinear, ModalityGroups, MultiModalityRMSNorm
 from .precision import PrecisionPolicy, get_policy
-from .rope import ElementWiseFourierEmbed, apply_rope, rope_angles
+from .rope import ElementWiseFourierEmbed, apply_rope
 
 
 @dataclass
@@ -155,16 +155,11 @@ class Adapter(nn.Module):
 
     def forward(self, x: torch.Tensor, groups: ModalityGroups, coords: torch.Tensor) -> torch.Tensor:
         x = x.float()
+        h = groups.apply(x, lambda j, rows: self.embedders[j](rows[:, :self.embedders[j].in_features]))
         if self.video_position is None:
-            return groups.apply(x, lambda j, rows: self.embedders[j](rows[:, :self.embedders[j].in_features]))
-        theta = rope_angles(coords, self.rope.bands.float()).flatten(1)
-        width = 2 * theta.shape[1]
-
-        def embed(j, rows):
-            h = self.embedders[j](rows[:, :self.embedders[j].in_features])
-            return h + self.video_position(rows[:, -width:]) if j == VIDEO else h
-
-        return groups.apply(torch.cat([x, theta.sin(), theta.cos()], 1), embed)
+            return h
+        video = torch.nonzero(groups.modality == VIDEO).flatten()
+        return h.index_add(0, video, self.video_position(self.rope.fixed_features(coords.index_select(0, video))))
 
 
 class DiTModel(nn.Module):

@@ -84,10 +84,14 @@ class ElementWiseFourierEmbed(nn.Module):
         # pair i of axis a: band_k times the frame's a-th column
         self.frequencies.copy_((bands[:, None] * frame[:, :, axis_of_pair].transpose(1, 2)).to(self.frequencies))
 
+    def fixed_features(self, coords: torch.Tensor) -> torch.Tensor:
+        """``[N, 6 * bands]``: sin and cos of the fixed bands' angles (the release's RoPE table)."""
+        theta = rope_angles(coords, self.bands.float()).flatten(1)
+        return torch.cat([theta.sin(), theta.cos()], dim=1)
+
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         if self.mode == "fixed":
-            theta = rope_angles(coords, self.bands.float()).flatten(1)
-            return torch.cat([theta.sin(), theta.cos()], dim=1)
+            return self.fixed_features(coords)
         theta = torch.einsum("na,hpa->nhp", rope_positions(coords), self.frequencies.float())
         return torch.cat([theta.sin(), theta.cos()], dim=-1)
 

@@ -3,10 +3,10 @@
 Each clip (defaults in ``ShapesConfig``): 16 frames at 8 fps (2 s), 32x32 px, on a dark background
 (black, grey or brown); one shape (circle / square / triangle, 8 colours, small 8 px or large 14 px)
 moves in one of 8 directions at a slow (1.5-2.5 px/frame) or fast (3.5-5 px/frame) speed and reflects
-off the walls, starting near the middle of the frame (``start_spread``: 0 the middle, 1 anywhere). At every bounce a 125 ms tone starts, at exactly the bounce frame's time (frame k at
-k / fps s); its pitch depends on the shape (circle 300 Hz "low", square 500 Hz "medium", triangle
-800 Hz "high"). Audio is mono at 16 kHz; samples are ``.mp4`` (H.264 + AAC) + ``.json`` ground truth
-in webdataset shards. See ``render.py`` for the geometry and the bounce-frame definition.
+off the walls, starting near the middle of the frame (``start_spread``: 0 the middle, 1 anywhere). At
+every bounce a 125 ms tone starts, at exactly the bounce frame's time (frame k at k / fps s); its pitch
+depends on the shape (circle 300 Hz "low", square 500 Hz "medium", triangle 800 Hz "high"). Audio is
+mono at 16 kHz; samples are ``.mp4`` (H.264 + AAC) + ``.json`` ground truth in webdataset shards. See ``render.py`` for the geometry and the bounce-frame definition.
 
 Motion score (Open-Sora style, "motion score: 0.7" at the end of every caption)::
 
@@ -14,9 +14,9 @@ Motion score (Open-Sora style, "motion score: 0.7" at the end of every caption):
     motion_score = round(clip(mean_speed / motion_score_max_speed, 0, 1), 1)   (max speed 5 px/frame)
 
 It is measured on the drawn track, so a bounce (which folds the step at the wall) lowers it slightly:
-slow clips score 0.3-0.5 and fast ones 0.6-1.0 (at the default start_spread slow clips bounce 1.5 times on average, always at
-least once; fast ones 3.3 times). ``motion_phrase(score)`` gives the caption's
-phrase for a requested ``motion_strength``; a model trained on these captions maps it to px/frame.
+slow clips score 0.3-0.5 and fast ones 0.6-1.0 (at the default start_spread slow clips bounce 1.5
+times on average, always at least once; fast ones 3.3 times). ``motion_phrase(score)`` gives the
+caption's phrase for a requested ``motion_strength``; a model trained on these captions maps it to px/frame.
 
 Splits: train/val never contain ``config.held_out`` colour x shape pairs; test interleaves
 in-distribution clips and held-out-pair clips (``"held_out": true`` in the JSON) to be reported apart.
