@@ -66,6 +66,9 @@ class SamplerDefaults:
     audio_guidance: float = 5.0
     late_video_guidance: float | None = 2.0  # video scale once int(sigma*1000) <= switch_timestep; None: no switch
     switch_timestep: int = 500
+    # after the joint pass, sample the audio again from fresh noise with the finished video held clean
+    # (video-to-audio), so the sound follows the picture; costs a second pass of `steps` model calls
+    audio_after_video: bool = False
 
     def validate(self) -> None:
         if self.name not in SAMPLERS:
@@ -74,6 +77,8 @@ class SamplerDefaults:
             raise ValueError(f"sampler steps must be an integer >= 1, got {self.steps!r}")
         if self.shift <= 0:
             raise ValueError(f"sampler shift must be > 0, got {self.shift}")
+        if not isinstance(self.audio_after_video, bool):
+            raise ValueError(f"sampler audio_after_video must be true or false, got {self.audio_after_video!r}")
 
 
 def _check_type(name: str, value: Any, types: tuple, what: str) -> None:

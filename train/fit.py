@@ -44,7 +44,7 @@ def task_config(cfg: DictConfig) -> TaskConfig:
     return TaskConfig(noise=NoiseConfig(**OmegaConf.to_container(o.noise, resolve=True)),
                       loss=LossConfig(**OmegaConf.to_container(o.loss, resolve=True)),
                       coords_style=o.coords_style, caption_dropout=o.caption_dropout,
-                      ti2v_probability=o.ti2v_probability)
+                      ti2v_probability=o.ti2v_probability, v2a_probability=o.v2a_probability)
 
 
 def resolve_resume(cfg: DictConfig, run_dir: Path) -> str | None:

@@ -27,6 +27,8 @@ def export_config(cfg: DictConfig) -> CheckpointConfig:
     from .app import container
 
     fields = container(cfg.codec.checkpoint)
+    # a run that trained video-to-audio samples its audio again from the finished video unless told otherwise
+    fields.setdefault("sampler", {}).setdefault("audio_after_video", cfg.objective.get("v2a_probability", 0.0) > 0)
     m = cfg.model
     model = {"preset": m.preset, **container(m.get("overrides"))} if isinstance(m.preset, str) else container(m.preset)
     fields.update(format_version=1, model=model, precision=m.precision, coords_style=cfg.objective.coords_style,

@@ -11,7 +11,7 @@ Every sampler drives a ``velocity_fn`` with the signature::
 * ``sigma_video`` / ``sigma_audio``: Python floats, the noise level of each state at this step, taken from
   the float64 schedule (so ``int(sigma * 1000)`` is the release's integer timestep). When audio is held
   fixed (``hold_audio=...``) ``sigma_audio`` is that fixed level: 0.0 for clean reference audio, 0.7 in
-  the super-resolution stage.
+  the super-resolution stage. Likewise ``hold_video=0.0`` keeps a finished video as given (video-to-audio).
 * ``step``: the 0-based step index.
 * It returns the velocity estimates ``eps - x0`` with the shapes of its inputs, and must not modify its
   inputs in place. The release's DiT ignores sigma; the argument exists for guidance and for tests.
@@ -24,7 +24,7 @@ Randomness and draw order (release parity, spec §5.8)
 All noise comes from an explicit ``torch.Generator``; tensors are drawn on the generator's device in
 the state dtype and then moved. ``initial_noise`` draws the audio noise first and then the video noise.
 The distilled sampler draws fresh noise at every step (also the last, where it is multiplied by 0),
-video first then audio; held audio draws nothing. UniPC and Euler are deterministic.
+video first then audio; a held modality draws nothing. UniPC and Euler are deterministic.
 
 Steps: ``callback(step, num_steps)`` is called after each completed step with ``step`` in 1..num_steps.
 """
@@ -165,14 +165,15 @@ def run_sampler(
     video: Tensor,
     audio: Tensor,
     schedule: FlowSchedule,
-    video_stepper: Stepper,
+    video_stepper: Stepper | None,
     audio_stepper: Stepper | None,
     *,
     video_frame0: Tensor | None = None,
     hold_audio: float | None = None,
+    hold_video: float | None = None,
     callback: ProgressCallback | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """The loop shared by every sampler; ``audio_stepper`` may be None only when ``hold_audio`` is set."""
+    """The loop shared by every sampler; a modality's stepper may be None only when it is held."""
     if video.ndim != 5 or audio.ndim != 3 or video.shape[0] != audio.shape[0]:
         raise ValueError(
             f"expected video [B, C, T, h, w] and audio [B, Na, Ca] with the same B, got "
@@ -180,19 +181,26 @@ def run_sampler(
         )
     if hold_audio is None and audio_stepper is None:
         raise ValueError("an audio stepper is required unless hold_audio is set")
+    if hold_video is None and video_stepper is None:
+        raise ValueError("a video stepper is required unless hold_video is set")
+    if hold_video is not None and (hold_audio is not None or video_frame0 is not None):
+        raise ValueError("hold_video keeps the whole video as given: it cannot be combined with hold_audio "
+                         "(nothing would be sampled) or video_frame0 (the video is already fixed)")
     frame0 = _check_frame0(video_frame0, video)
     n = schedule.num_steps
     for i in range(n):
         video = _overwrite_frames(video, frame0)
         sigma = float(schedule.sigmas[i])
+        sigma_video = sigma if hold_video is None else float(hold_video)
         sigma_audio = sigma if hold_audio is None else float(hold_audio)
-        v_video, v_audio = velocity_fn(video, audio, sigma, sigma_audio, i)
+        v_video, v_audio = velocity_fn(video, audio, sigma_video, sigma_audio, i)
         if v_video.shape != video.shape or v_audio.shape != audio.shape:
             raise ValueError(
                 f"velocity_fn returned shapes {tuple(v_video.shape)}, {tuple(v_audio.shape)}; expected "
                 f"{tuple(video.shape)}, {tuple(audio.shape)}"
             )
-        video = video_stepper.step(v_video, video, i)
+        if hold_video is None:
+            video = video_stepper.step(v_video, video, i)
         if hold_audio is None:
             audio = audio_stepper.step(v_audio, audio, i)
         if callback is not None:
@@ -214,18 +222,20 @@ def sample_unipc(
     schedule: FlowSchedule | None = None,
     video_frame0: Tensor | None = None,
     hold_audio: float | None = None,
+    hold_video: float | None = None,
     callback: ProgressCallback | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The release's base sampler: UniPC on video and audio with one scheduler per modality.
 
-    ``video``/``audio`` are the starting states (noise from ``initial_noise``, or reference audio with
-    ``hold_audio=0.0``). ``schedule`` overrides ``num_steps``/``shift``. Returns the final (video, audio).
+    ``video``/``audio`` are the starting states (noise from ``initial_noise``, reference audio with
+    ``hold_audio=0.0``, or a finished video with ``hold_video=0.0``). ``schedule`` overrides
+    ``num_steps``/``shift``. Returns the final (video, audio).
     """
     sched = _schedule(schedule, num_steps, shift)
-    audio_stepper = None if hold_audio is not None else UniPCStepper(sched)
     return run_sampler(
-        velocity_fn, video, audio, sched, UniPCStepper(sched), audio_stepper,
-        video_frame0=video_frame0, hold_audio=hold_audio, callback=callback,
+        velocity_fn, video, audio, sched, None if hold_video is not None else UniPCStepper(sched),
+        None if hold_audio is not None else UniPCStepper(sched),
+        video_frame0=video_frame0, hold_audio=hold_audio, hold_video=hold_video, callback=callback,
     )
 
 
@@ -239,13 +249,14 @@ def sample_euler(
     schedule: FlowSchedule | None = None,
     video_frame0: Tensor | None = None,
     hold_audio: float | None = None,
+    hold_video: float | None = None,
     callback: ProgressCallback | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Plain Euler on the same grid (first order; for quick previews and tests)."""
     sched = _schedule(schedule, num_steps, shift)
     return run_sampler(
         velocity_fn, video, audio, sched, EulerStepper(sched), EulerStepper(sched),
-        video_frame0=video_frame0, hold_audio=hold_audio, callback=callback,
+        video_frame0=video_frame0, hold_audio=hold_audio, hold_video=hold_video, callback=callback,
     )
 
 
@@ -260,6 +271,7 @@ def sample_distilled(
     schedule: FlowSchedule | None = None,
     video_frame0: Tensor | None = None,
     hold_audio: float | None = None,
+    hold_video: float | None = None,
     callback: ProgressCallback | None = None,
     video_frame_correlation: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
@@ -273,5 +285,5 @@ def sample_distilled(
     stepper = DistilledStepper(sched, generator, video_frame_correlation)
     return run_sampler(
         velocity_fn, video, audio, sched, stepper, stepper,
-        video_frame0=video_frame0, hold_audio=hold_audio, callback=callback,
+        video_frame0=video_frame0, hold_audio=hold_audio, hold_video=hold_video, callback=callback,
     )

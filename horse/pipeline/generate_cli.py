@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video scale after the switch timestep, or 'none' for no switch")
     p.add_argument("--negative-prompt", help="text of the unconditional pass (default: the checkpoint's)")
     p.add_argument("--motion-strength", type=float, help="0..1, if the checkpoint declares a motion template")
+    p.add_argument("--audio-after-video", action=argparse.BooleanOptionalAction, default=None,
+                   help="sample the audio again from the finished video (default: the checkpoint's setting)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--metadata", help="also write the generation metadata to this JSON file")
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             audio_guidance=args.audio_guidance if args.audio_guidance is not None else args.guidance,
             late_video_guidance=LATE_GUIDANCE_WORDS.get(args.late_video_guidance, args.late_video_guidance),
             negative_prompt=args.negative_prompt,
-            motion_strength=args.motion_strength, progress=not args.no_progress)
+            motion_strength=args.motion_strength, audio_after_video=args.audio_after_video,
+            progress=not args.no_progress)
         if args.metadata:
             with open(args.metadata, "w") as fh:
                 json.dump(result.metadata, fh, indent=2)

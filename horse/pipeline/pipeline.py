@@ -1,11 +1,12 @@
 """Prompt (+ optional image, optional reference audio) -> latents -> frames + waveform -> MP4.
 
 Stages: text features (cached) -> starting noise (seeded) -> sampler over the DiT (CFG as one packed forward)
+-> with ``audio_after_video``, a second pass that samples the audio again with the finished video held clean
 -> codec decoding at the model's native fps -> retiming to the requested fps (sample-and-hold, see
 ``horse.pipeline.media``) and audio resampling for AAC -> MP4 (H.264 + AAC).
 
 Randomness: one CPU ``torch.Generator`` seeded with ``seed`` draws all noise (audio noise first, then video,
-then the distilled sampler's per-step noise), so a seed gives the same latents on any device.
+then the distilled sampler's per-step noise, then the second pass's audio noise and per-step noise), so a seed gives the same latents on any device.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from horse.checkpoint_folder import CheckpointConfig, SamplerDefaults, load_checkpoint_folder
-from horse.diffusion.samplers import initial_noise, sample_distilled, sample_euler, sample_unipc
+from horse.diffusion.samplers import initial_noise, randn, sample_distilled, sample_euler, sample_unipc
 from horse.model.packing import check_video_width
 from horse.pipeline.codecs import ClipLayout, load_codecs
 from horse.data.av_io import aac_encode_rate, encode_mp4
@@ -109,6 +110,7 @@ class Pipeline:
                  steps: int | None = None, shift: float | None = None, video_guidance: float | None = None,
                  audio_guidance: float | None = None, late_video_guidance: float | None | str = "default",
                  negative_prompt: str | None = None, motion_strength: float | None = None,
+                 audio_after_video: bool | None = None,
                  progress: bool = False, progress_callback: Callable[[float], None] | None = None,
                  return_latents: bool = False) -> GenerationResult:
         """Generate one clip; writes an MP4 to ``output`` when given.
@@ -117,7 +119,9 @@ class Pipeline:
         option), the default resolution and the sampler defaults; ``late_video_guidance=None`` turns the late
         switch off. ``seed=None`` picks a random seed, reported in the metadata. The duration is rounded to whole
         native frames (the metadata holds the exact one). ``motion_strength`` in [0, 1] appends the checkpoint's
-        motion phrase to the prompt. ``progress_callback(fraction)`` is called after every step with 0..1.
+        motion phrase to the prompt. ``audio_after_video`` (default: the checkpoint's) samples the audio a second time
+        from the finished video (ignored with reference audio). ``progress_callback(fraction)`` is called after every
+        step with 0..1.
         """
         cfg, timings = self.config, {}
         duration = float(cfg.durations[0] if duration is None else duration)
@@ -127,13 +131,16 @@ class Pipeline:
         res_name, height, width = self._resolution(resolution)
         defaults = cfg.sampler
         sampler_settings = {"name": sampler or defaults.name, "steps": defaults.steps if steps is None else steps,
-                            "shift": defaults.shift if shift is None else shift}
+                            "shift": defaults.shift if shift is None else shift,
+                            "audio_after_video": (defaults.audio_after_video if audio_after_video is None
+                                                  else audio_after_video)}
         guidance = Guidance(
             video=defaults.video_guidance if video_guidance is None else video_guidance,
             audio=defaults.audio_guidance if audio_guidance is None else audio_guidance,
             late_video=defaults.late_video_guidance if late_video_guidance == "default" else late_video_guidance,
             switch_timestep=defaults.switch_timestep)
         SamplerDefaults(**sampler_settings).validate()
+        sampler_settings["audio_after_video"] &= audio is None  # reference audio is kept, never re-sampled
         full_prompt = prompt if motion_strength is None else f"{prompt.rstrip()} {cfg.motion_phrase(motion_strength)}"
         seed = random.SystemRandom().randrange(SEED_RANGE) if seed is None else int(seed)
         layout = self.codecs.layout(duration, height, width)
@@ -174,6 +181,7 @@ class Pipeline:
         metadata = {
             "prompt": prompt, "text": full_prompt, "negative_prompt": negative, "seed": seed,
             "sampler": sampler_settings["name"], "steps": sampler_settings["steps"], "shift": sampler_settings["shift"],
+            "audio_after_video": sampler_settings["audio_after_video"],
             "guidance": {"video": guidance.video, "audio": guidance.audio, "late_video": guidance.late_video,
                          "switch_timestep": guidance.switch_timestep, "active": guidance.active},
             "duration": num_out / fps, "fps": fps, "native_fps": cfg.native_fps, "num_frames": num_out,
@@ -199,21 +207,33 @@ class Pipeline:
         if audio_ref is not None:
             audio, hold = audio_ref.to(self.device), 0.0  # clean reference audio, never stepped
         velocity = make_velocity_fn(self.model, text, negative_text, guidance, coords_style=self.config.coords_style)
-        bar = tqdm(total=settings["steps"], desc="sampling", unit="step", file=sys.stderr, disable=not progress)
+        passes = 2 if settings["audio_after_video"] else 1
+        total_steps = passes * settings["steps"]
+        bar = tqdm(total=total_steps, desc="sampling", unit="step", file=sys.stderr, disable=not progress)
+        done = 0
 
         def callback(step: int, total: int) -> None:
+            nonlocal done
+            done += 1
             bar.update(1)
             if progress_callback is not None:
-                progress_callback(step / total)
+                progress_callback(done / total_steps)
 
-        kwargs = dict(num_steps=settings["steps"], shift=settings["shift"], hold_audio=hold, callback=callback,
-                      video_frame0=None if frame0 is None else frame0.to(self.device))
-        try:
+        def run(video, audio, **kwargs):
+            kwargs = dict(num_steps=settings["steps"], shift=settings["shift"], callback=callback, **kwargs)
             if settings["name"] == "unipc":
                 return sample_unipc(velocity, video, audio, **kwargs)
             if settings["name"] == "euler":
                 return sample_euler(velocity, video, audio, **kwargs)
             return sample_distilled(velocity, video, audio, generator, video_frame_correlation=correlation, **kwargs)
+
+        try:
+            video, audio = run(video, audio, hold_audio=hold,
+                               video_frame0=None if frame0 is None else frame0.to(self.device))
+            if settings["audio_after_video"]:  # video-to-audio: fresh audio noise beside the finished video
+                audio = randn(tuple(audio.shape), generator, self.device, audio.dtype)
+                video, audio = run(video, audio, hold_video=0.0)
+            return video, audio
         finally:
             bar.close()
 

@@ -9,7 +9,7 @@ gradient-accumulation steps and data-parallel ranks (a token-weighted mean per
 modality, never an average of per-rank means).
 
 Randomness, in order, from the one generator: audio posterior samples, caption
-dropout, then per shape group ``prepare_flow_inputs`` (levels, then noise),
+dropout, TI2V then V2A draws, then per shape group ``prepare_flow_inputs`` (levels, then noise),
 then TREAD's token selection.
 """
 
@@ -37,6 +37,16 @@ class TaskConfig:
     caption_dropout: float = 0.1
     # share of samples trained as TI2V: their first latent frame stays clean and unsupervised
     ti2v_probability: float = 0.0
+    # share of samples trained video-to-audio: the whole video stays clean and unsupervised, so only the
+    # audio is learned, from the caption and the finished picture (teaches the sound to follow the video;
+    # the sampler's ``audio_after_video`` pass relies on it). A sample drawn for both is V2A.
+    v2a_probability: float = 0.0
+
+    def __post_init__(self):
+        for name in ("ti2v_probability", "v2a_probability"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"objective.{name} must lie in [0, 1], got {p}")
 
 
 @dataclass
@@ -81,11 +91,17 @@ class FlowMatchingTask:
         if self.config.caption_dropout > 0 and null_text is None:
             raise ValueError("caption_dropout > 0 needs the null text features (null_text=...)")
 
-    def draw_ti2v(self, batch_size: int, generator: torch.Generator) -> list[bool]:
-        p = self.config.ti2v_probability
+    @staticmethod
+    def _draw(p: float, batch_size: int, generator: torch.Generator) -> list[bool]:
         if p <= 0:
             return [False] * batch_size
         return (torch.rand(batch_size, generator=generator) < p).tolist()
+
+    def draw_ti2v(self, batch_size: int, generator: torch.Generator) -> list[bool]:
+        return self._draw(self.config.ti2v_probability, batch_size, generator)
+
+    def draw_v2a(self, batch_size: int, generator: torch.Generator) -> list[bool]:
+        return self._draw(self.config.v2a_probability, batch_size, generator)
 
     def compute(self, samples: list[dict], generator: torch.Generator, *, routing=None) -> StepTerms:
         if not samples:
@@ -95,6 +111,7 @@ class FlowMatchingTask:
         if self.config.caption_dropout > 0:
             texts, _ = drop_captions(texts, self.null_text, self.config.caption_dropout, generator)
         ti2v = self.draw_ti2v(len(samples), generator)
+        v2a = self.draw_v2a(len(samples), generator)
         groups: dict[tuple, list[int]] = {}
         for i, s in enumerate(samples):
             groups.setdefault((tuple(s["video"].shape), tuple(audio0[i].shape)), []).append(i)
@@ -103,8 +120,10 @@ class FlowMatchingTask:
             video0 = torch.stack([samples[i]["video"] for i in idx])
             audio = torch.stack([audio0[i] for i in idx])
             clean = None
-            if any(ti2v[i] for i in idx):
-                clean = leading_frames_mask(torch.tensor([ti2v[i] for i in idx]), video0.shape[2])
+            if any(ti2v[i] or v2a[i] for i in idx):
+                frames = video0.shape[2]
+                clean = leading_frames_mask(torch.tensor([ti2v[i] for i in idx]), frames) | \
+                    leading_frames_mask(torch.tensor([v2a[i] for i in idx]), frames, frames)
             inputs = prepare_flow_inputs(video0, audio, self.config.noise, generator, video_clean=clean)
             prepared.append((idx, inputs))
             for j, i in enumerate(idx):

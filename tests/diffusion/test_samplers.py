@@ -210,6 +210,29 @@ def test_ti2v_frame_overwrite_and_held_reference_audio():
         sample_euler(fn, v0, ref_audio, num_steps=2, video_frame0=torch.zeros(1, 2, 1, 3, 3))
 
 
+@pytest.mark.parametrize("sampler", ["unipc", "euler", "distilled"])
+def test_held_video_is_kept_as_given_and_only_the_audio_is_sampled(sampler):
+    g = torch.Generator().manual_seed(6)
+    finished = torch.randn(VSHAPE, generator=g)
+    v_noise, a0 = initial_noise(VSHAPE, ASHAPE, g)
+    seen = []
+
+    def fn(video, audio, sv, sa, step):
+        seen.append((torch.equal(video, finished), sv, sa))
+        return torch.tanh(video), torch.tanh(audio)
+
+    run = {"unipc": sample_unipc, "euler": sample_euler,
+           "distilled": lambda *a, **k: sample_distilled(*a, torch.Generator().manual_seed(1), **k)}[sampler]
+    video, audio = run(fn, finished, a0, num_steps=4, hold_video=0.0)
+    assert torch.equal(video, finished) and not torch.equal(audio, a0)
+    assert len(seen) == 4 and all(same and sv == 0.0 for same, sv, _ in seen)
+    assert [sa for *_, sa in seen][0] > 0.99  # the audio starts from (near) pure noise
+    with pytest.raises(ValueError, match="cannot be combined"):
+        run(fn, finished, a0, num_steps=2, hold_video=0.0, hold_audio=0.0)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        run(fn, finished, a0, num_steps=2, hold_video=0.0, video_frame0=finished[:, :, :1])
+
+
 def test_same_seed_same_output_different_seed_differs():
     def fn(video, audio, sv, sa, step):
         return torch.tanh(video), torch.tanh(audio)

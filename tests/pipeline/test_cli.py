@@ -29,10 +29,11 @@ def test_generate_writes_the_mp4_and_reports_the_seed(tiny_checkpoint, tmp_path,
     out = tmp_path / "out.mp4"
     code, stdout, _ = _run(capsys, "generate", "--checkpoint", str(tiny_checkpoint), "--prompt", "a red circle",
                            "--duration", "1", "--fps", "24", "--steps", "2", "--guidance", "3", "-o", str(out),
-                           "--metadata", str(tmp_path / "meta.json"))
+                           "--metadata", str(tmp_path / "meta.json"), "--audio-after-video")
     assert code == 0 and "seed " in stdout
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["guidance"]["video"] == meta["guidance"]["audio"] == 3.0 and meta["steps"] == 2
+    assert meta["audio_after_video"] is True
     with av.open(str(out)) as c:
         assert [s.type for s in c.streams] == ["video", "audio"] and c.streams.video[0].average_rate == 24
 

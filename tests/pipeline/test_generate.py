@@ -156,6 +156,21 @@ def test_reference_audio_is_held_clean(pipeline, tmp_path):
     assert torch.equal(result.latents["audio"], expected) and result.metadata["reference_audio"]
 
 
+def test_audio_after_video_resamples_only_the_audio(pipeline, tmp_path):
+    kw = dict(duration=1, fps=8, seed=3, return_latents=True, **FAST)
+    joint = pipeline.generate("a red circle", **kw)
+    fractions = []
+    staged = pipeline.generate("a red circle", audio_after_video=True, progress_callback=fractions.append, **kw)
+    assert torch.equal(staged.latents["video"], joint.latents["video"])  # the second pass never touches the video
+    assert not torch.equal(staged.latents["audio"], joint.latents["audio"])
+    assert staged.metadata["audio_after_video"] and not joint.metadata["audio_after_video"]
+    assert fractions == pytest.approx([0.25, 0.5, 0.75, 1.0])  # two passes of two steps
+    again = pipeline.generate("a red circle", audio_after_video=True, **kw)
+    assert torch.equal(again.latents["audio"], staged.latents["audio"])  # seeded like the first pass
+    with pytest.raises(ValueError, match="audio_after_video must be true or false"):
+        pipeline.generate("a red circle", audio_after_video="yes", **kw)
+
+
 def test_motion_strength_needs_a_template(tiny_checkpoint, pipeline, tmp_path):
     result = pipeline.generate("a circle", duration=1, fps=8, seed=0, motion_strength=0.7, **FAST)
     assert result.metadata["text"] == "a circle motion score: 0.7"

@@ -53,6 +53,14 @@ def test_experiment_composes_and_its_model_instantiates(experiment):
         assert export_config(cfg).dit_config() == model.config  # what export writes builds the same DiT
 
 
+def test_export_samples_audio_after_video_when_the_run_trained_v2a():
+    from train.validation import export_config
+    assert not export_config(compose_train()).sampler.audio_after_video
+    assert export_config(compose_train("objective.v2a_probability=0.25")).sampler.audio_after_video
+    explicit = compose_train("objective.v2a_probability=0.25", "+codec.checkpoint.sampler.audio_after_video=false")
+    assert not export_config(explicit).sampler.audio_after_video  # the codec config's own choice wins
+
+
 def test_export_config_carries_the_training_noise_prior():
     from train.validation import export_config
     cfg = compose_train("objective.noise.video_frame_correlation=0.5")

@@ -88,3 +88,34 @@ def test_sampling_with_a_perfect_sample_predictor_lands_on_the_data():
     v_video, v_audio = velocity(video, audio, 1.0, 1.0, 0)
     torch.testing.assert_close(video - v_video, clean["video"][None])
     torch.testing.assert_close(audio - v_audio, clean["audio"][None])
+
+
+def test_v2a_keeps_the_whole_video_clean_and_learns_only_the_audio():
+    """objective.v2a_probability: a V2A sample's video enters the model clean and carries no loss."""
+    from horse.model.packing import patchify_video
+    from horse.training.task import TaskConfig
+    torch.manual_seed(0)
+    model = DiTModel(DiTConfig(**TINY, video_in_channels=12))
+    seen = {}
+    model.register_forward_pre_hook(lambda m, args, kwargs: seen.update(x=kwargs["x"].clone()), with_kwargs=True)
+    samples = _samples()
+    out = FlowMatchingTask(model, TaskConfig(v2a_probability=1.0, caption_dropout=0.0)).compute(
+        samples, torch.Generator().manual_seed(1))
+    assert out.terms["video"].count == 0 and out.terms["audio"].count == 2 * 33
+    rows = patchify_video(samples[0]["video"], "in", (1, 2, 2))
+    assert torch.equal(seen["x"][: rows.shape[0], : rows.shape[1]], rows)  # the first clip's video, unnoised
+    (out.terms["audio"].sum / out.terms["audio"].count).backward()
+    audio_grads = [p.grad for n, p in model.named_parameters() if "audio" in n and p.grad is not None]
+    assert audio_grads and any(g.abs().sum() > 0 for g in audio_grads)
+
+
+def test_v2a_share_is_drawn_per_sample_and_validated():
+    from horse.training.task import TaskConfig
+    model = DiTModel(DiTConfig(**TINY, video_in_channels=12))
+    task = FlowMatchingTask(model, TaskConfig(v2a_probability=0.5, caption_dropout=0.0))
+    counts = {task.compute(_samples(n=4), torch.Generator().manual_seed(s)).terms["video"].count.item()
+              for s in range(8)}
+    per_clip = 8 * 4 * 4
+    assert counts <= {k * per_clip for k in range(5)} and len(counts) > 1  # whole clips, a varying number
+    with pytest.raises(ValueError, match="v2a_probability must lie in"):
+        TaskConfig(v2a_probability=1.5)
