@@ -73,9 +73,13 @@ class CodecBundle:
 
     def encode_image(self, image: np.ndarray) -> torch.Tensor:
         """uint8 ``[H, W, 3]`` (already at the clip size) -> one latent frame ``[1, C, 1, h, w]``."""
+        return self.encode_video(image[None])
+
+    def encode_video(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 ``[F, H, W, 3]`` at the native fps and clip size -> latent ``[1, C, T, h, w]``."""
         from horse.codecs.demo import frames_to_video
 
-        return self.video.encode(frames_to_video(image[None])).float().cpu()
+        return self.video.encode(frames_to_video(frames)).float().cpu()
 
     def encode_audio(self, waveform: np.ndarray, sample_rate: int, layout: ClipLayout) -> torch.Tensor:
         """Reference audio ``[channels, S]`` -> clean latent ``[1, Na, Ca]``, cut or zero-padded to the clip."""

@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="MP4 file to write")
     p.add_argument("--image", help="first frame (TI2V)")
     p.add_argument("--audio", help="reference audio, held clean while sampling")
+    p.add_argument("--video", help="a video to add sound to (V2A): its picture is kept, only the audio is generated")
     p.add_argument("--duration", type=float, help="seconds (default: the checkpoint's shortest)")
     p.add_argument("--fps", type=float, help="output frame rate, one of the checkpoint's fps options (default: native)")
     p.add_argument("--resolution", help="a resolution name of the checkpoint or HxW")
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             args.fps = int(args.fps)
         pipe = Pipeline(args.checkpoint, args.device)
         result = pipe.generate(
-            args.prompt, args.output, image=args.image, audio=args.audio, duration=args.duration, fps=args.fps,
+            args.prompt, args.output, image=args.image, audio=args.audio, video=args.video, duration=args.duration, fps=args.fps,
             resolution=args.resolution, seed=args.seed, sampler=args.sampler, steps=args.steps, shift=args.shift,
             video_guidance=args.video_guidance if args.video_guidance is not None else args.guidance,
             audio_guidance=args.audio_guidance if args.audio_guidance is not None else args.guidance,

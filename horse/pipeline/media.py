@@ -1,4 +1,4 @@
-"""Media in and out of the pipeline: reading the conditioning image and reference audio, retiming the native
+"""Media in and out of the pipeline: reading the conditioning image, video (V2A) and reference audio, retiming the native
 frame rate to the requested one, and writing the MP4 (``horse.data.av_io.encode_mp4``: H.264 + AAC, audio
 resampled to an AAC rate of at least 16 kHz, e.g. the demo's 2048 Hz -> 16 kHz, Stable Audio's 44.1 kHz kept).
 
@@ -22,18 +22,45 @@ FPS_MAX_DENOMINATOR = 1001  # NTSC-style rates such as 30000/1001 stay exact
 
 def read_image(path: str | Path, height: int, width: int) -> np.ndarray:
     """An image file -> uint8 ``[height, width, 3]``: centre-cropped to the clip's aspect ratio, then resized."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image {path} not found")
     try:
         with Image.open(path) as img:
-            rgb = img.convert("RGB")
+            rgb = np.array(img.convert("RGB"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from None
-    fitted = ImageOps.fit(rgb, (width, height), method=Image.Resampling.BICUBIC)
-    return np.array(fitted, dtype=np.uint8)  # a writable copy (torch refuses read-only arrays)
+    return fit_frame(rgb, height, width)  # a writable copy (torch refuses read-only arrays)
+
+
+def fit_frame(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 ``[h, w, 3]`` -> ``[height, width, 3]``: centre-cropped to the clip's aspect ratio, then resized."""
+    from PIL import Image, ImageOps
+
+    if rgb.shape[:2] == (height, width):
+        return np.array(rgb, dtype=np.uint8)
+    fitted = ImageOps.fit(Image.fromarray(rgb), (width, height), method=Image.Resampling.BICUBIC)
+    return np.array(fitted, dtype=np.uint8)
+
+
+def read_video(path: str | Path, height: int, width: int) -> tuple[np.ndarray, float]:
+    """The first video stream of a media file -> (uint8 ``[F, height, width, 3]`` fitted like ``read_image``, fps)."""
+    import av
+
+    from horse.data.av_io import decode_mp4
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video {path} not found")
+    try:
+        clip = decode_mp4(path, want_audio=False)
+    except av.FFmpegError as err:
+        raise ValueError(f"cannot read video {path}: {err}") from None
+    except ValueError as err:
+        raise ValueError(f"cannot read video {path}: {err}") from None
+    return np.stack([fit_frame(f, height, width) for f in clip.frames]), clip.fps
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:

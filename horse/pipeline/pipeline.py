@@ -1,4 +1,4 @@
-"""Prompt (+ optional image, optional reference audio) -> latents -> frames + waveform -> MP4.
+"""Prompt (+ optional image, optional reference audio, or a video to add sound to) -> latents -> frames + waveform -> MP4.
 
 Stages: text features (cached) -> starting noise (seeded) -> sampler over the DiT (CFG as one packed forward)
 -> with ``audio_after_video``, a second pass that samples the audio again with the finished video held clean
@@ -26,7 +26,7 @@ from horse.diffusion.samplers import initial_noise, randn, sample_distilled, sam
 from horse.model.packing import check_video_width
 from horse.pipeline.codecs import ClipLayout, load_codecs
 from horse.data.av_io import aac_encode_rate, encode_mp4
-from horse.pipeline.media import fit_audio, read_audio, read_image, retime_indices, write_file_atomic
+from horse.pipeline.media import fit_audio, read_audio, read_image, read_video, retime_indices, write_file_atomic
 from horse.pipeline.velocity import Guidance, make_velocity_fn
 
 SEED_RANGE = 2**31  # seeds chosen when none is given lie in [0, SEED_RANGE)
@@ -105,7 +105,7 @@ class Pipeline:
     # ---- generation ------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, prompt: str, output: str | Path | None = None, *, image: str | Path | None = None,
-                 audio: str | Path | None = None, duration: float | None = None, fps: float | None = None,
+                 audio: str | Path | None = None, video: str | Path | None = None, duration: float | None = None, fps: float | None = None,
                  resolution: str | list | None = None, seed: int | None = None, sampler: str | None = None,
                  steps: int | None = None, shift: float | None = None, video_guidance: float | None = None,
                  audio_guidance: float | None = None, late_video_guidance: float | None | str = "default",
@@ -117,18 +117,26 @@ class Pipeline:
 
         Unset settings take the checkpoint's defaults: the shortest duration, the native fps (else the first fps
         option), the default resolution and the sampler defaults; ``late_video_guidance=None`` turns the late
-        switch off. ``seed=None`` picks a random seed, reported in the metadata. The duration is rounded to whole
+        switch off. ``video`` adds sound to a video (V2A): its frames, fitted to the resolution and retimed to the native
+        fps, are held clean while only the audio is sampled; the duration then defaults to the video's (within the
+        checkpoint's range). ``seed=None`` picks a random seed, reported in the metadata. The duration is rounded to whole
         native frames (the metadata holds the exact one). ``motion_strength`` in [0, 1] appends the checkpoint's
         motion phrase to the prompt. ``audio_after_video`` (default: the checkpoint's) samples the audio a second time
         from the finished video (ignored with reference audio). ``progress_callback(fraction)`` is called after every
         step with 0..1.
         """
         cfg, timings = self.config, {}
-        duration = float(cfg.durations[0] if duration is None else duration)
+        if video is not None and (image is not None or audio is not None):
+            raise ValueError("a video to add sound to (V2A) is the whole picture: give it without an image or "
+                             "reference audio")
+        res_name, height, width = self._resolution(resolution)
+        source = read_video(video, height, width) if video is not None else None
+        if duration is None:
+            duration = cfg.durations[0] if source is None else min(len(source[0]) / source[1], cfg.durations[1])
+        duration = float(duration)
         if fps is None:
             fps = cfg.native_fps if cfg.native_fps in cfg.fps_options else cfg.fps_options[0]
         self._check(prompt, duration, fps)
-        res_name, height, width = self._resolution(resolution)
         defaults = cfg.sampler
         sampler_settings = {"name": sampler or defaults.name, "steps": defaults.steps if steps is None else steps,
                             "shift": defaults.shift if shift is None else shift,
@@ -140,7 +148,8 @@ class Pipeline:
             late_video=defaults.late_video_guidance if late_video_guidance == "default" else late_video_guidance,
             switch_timestep=defaults.switch_timestep)
         SamplerDefaults(**sampler_settings).validate()
-        sampler_settings["audio_after_video"] &= audio is None  # reference audio is kept, never re-sampled
+        # reference audio is kept, never re-sampled; with a given video the audio pass is the only one
+        sampler_settings["audio_after_video"] &= audio is None and video is None
         full_prompt = prompt if motion_strength is None else f"{prompt.rstrip()} {cfg.motion_phrase(motion_strength)}"
         seed = random.SystemRandom().randrange(SEED_RANGE) if seed is None else int(seed)
         layout = self.codecs.layout(duration, height, width)
@@ -150,6 +159,7 @@ class Pipeline:
                              f"video tokens hold {frames_per_token} each: choose a duration whose latent frames are a "
                              f"multiple of {frames_per_token}")
         image_pixels = read_image(image, height, width) if image is not None else None
+        video_frames = self._native_frames(video, *source, layout.num_frames) if source is not None else None
         ref_audio = read_audio(audio) if audio is not None else None
 
         t = time.perf_counter()
@@ -158,11 +168,12 @@ class Pipeline:
         negative_text = self.codecs.encode_text(negative or cfg.null_text) if guidance.active else None
         frame0 = self.codecs.encode_image(image_pixels) if image_pixels is not None else None
         audio_ref = self.codecs.encode_audio(*ref_audio, layout) if ref_audio is not None else None
+        video_ref = self.codecs.encode_video(video_frames) if video_frames is not None else None
         timings["encode"] = time.perf_counter() - t
 
         t = time.perf_counter()
         video_lat, audio_lat = self._sample(text, negative_text, guidance, layout, seed, sampler_settings, frame0,
-                                            audio_ref, progress, progress_callback)
+                                            audio_ref, video_ref, progress, progress_callback)
         timings["sample"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -186,15 +197,25 @@ class Pipeline:
                          "switch_timestep": guidance.switch_timestep, "active": guidance.active},
             "duration": num_out / fps, "fps": fps, "native_fps": cfg.native_fps, "num_frames": num_out,
             "resolution": {"name": res_name, "height": height, "width": width},
-            "mode": "ti2v" if image is not None else "t2v", "reference_audio": audio is not None,
+            "mode": "v2a" if video is not None else "ti2v" if image is not None else "t2v",
+            "reference_audio": audio is not None,
             "motion_strength": motion_strength, "sample_rate": rate, "mp4_sample_rate": aac_encode_rate(rate),
             "timings": {"load": self.load_seconds, **timings},
         }
         latents = {"video": video_lat.cpu(), "audio": audio_lat.cpu()} if return_latents else None
         return GenerationResult(path, metadata, latents, frames, wave)
 
+    def _native_frames(self, path, frames: np.ndarray, source_fps: float, num_frames: int) -> np.ndarray:
+        """The source frames on screen at the native frame times (sample-and-hold), checked to cover the clip."""
+        native = self.config.native_fps
+        last = (num_frames - 1) / native
+        if last >= len(frames) / source_fps + DURATION_TOLERANCE:
+            raise ValueError(f"video {path} lasts {len(frames) / source_fps:.3f} s but the clip needs frames up to "
+                             f"{last:.3f} s: ask for a shorter duration")
+        return frames[retime_indices(len(frames), source_fps, native, num_frames)]
+
     def _sample(self, text, negative_text, guidance: Guidance, layout: ClipLayout, seed: int, settings: dict,
-                frame0, audio_ref, progress: bool, progress_callback):
+                frame0, audio_ref, video_ref, progress: bool, progress_callback):
         from tqdm import tqdm
 
         generator = torch.Generator("cpu").manual_seed(seed)
@@ -228,6 +249,8 @@ class Pipeline:
             return sample_distilled(velocity, video, audio, generator, video_frame_correlation=correlation, **kwargs)
 
         try:
+            if video_ref is not None:  # V2A: the given video held clean, only the audio sampled
+                return run(video_ref.to(self.device), audio, hold_video=0.0)
             video, audio = run(video, audio, hold_audio=hold,
                                video_frame0=None if frame0 is None else frame0.to(self.device))
             if settings["audio_after_video"]:  # video-to-audio: fresh audio noise beside the finished video

@@ -10,7 +10,7 @@ from horse.codecs.demo import DemoVideoCodec, frames_to_video
 from horse.diffusion.guidance import video_guidance_scale
 from horse.model.packing import pack, unpack
 from horse.pipeline import Guidance, Pipeline, make_velocity_fn
-from horse.pipeline.media import retime_indices
+from horse.pipeline.media import read_video, retime_indices
 
 FAST = dict(steps=2, sampler="euler")
 
@@ -169,6 +169,24 @@ def test_audio_after_video_resamples_only_the_audio(pipeline, tmp_path):
     assert torch.equal(again.latents["audio"], staged.latents["audio"])  # seeded like the first pass
     with pytest.raises(ValueError, match="audio_after_video must be true or false"):
         pipeline.generate("a red circle", audio_after_video="yes", **kw)
+
+
+def test_v2a_keeps_the_given_video_and_generates_its_audio(pipeline, tmp_path):
+    source = pipeline.generate("a blue square", tmp_path / "source.mp4", duration=2, fps=24, seed=4, **FAST)
+    result = pipeline.generate("a blue square beeps", tmp_path / "dubbed.mp4", video=source.path, seed=9,
+                               return_latents=True, **FAST)
+    assert result.metadata["mode"] == "v2a" and result.metadata["duration"] == 2.0  # the video's own length
+    assert not result.metadata["audio_after_video"]  # the audio pass is the only one
+    given = read_video(source.path, 32, 32)[0][::3]  # the 24 fps file's frames at the native 8 fps
+    assert torch.equal(result.latents["video"], pipeline.codecs.encode_video(given))
+    assert np.array_equal(result.frames, given)  # the demo codec is exact: the output shows the input video
+    assert result.audio.shape == (1, 2 * pipeline.codecs.audio.sample_rate) and np.abs(result.audio).max() > 0
+    with pytest.raises(ValueError, match="lasts 2.000 s but the clip needs frames up to 2.875 s"):
+        pipeline.generate("a beep", video=source.path, duration=3, fps=8, **FAST)
+    with pytest.raises(ValueError, match="without an image or reference audio"):
+        pipeline.generate("a beep", video=source.path, image=tmp_path / "x.png", **FAST)
+    with pytest.raises(FileNotFoundError, match="video .* not found"):
+        pipeline.generate("a beep", video=tmp_path / "missing.mp4", **FAST)
 
 
 def test_motion_strength_needs_a_template(tiny_checkpoint, pipeline, tmp_path):
