@@ -8,6 +8,10 @@ parameters parsed from the caption. Scores are reported for in-distribution and 
 (and all together), each with a 95% interval over clips, the chance level and the ceiling: the same scorer on the
 real test clips.
 
+``suite.mode=v2a`` instead adds sound to each real test clip (its picture kept, only the audio generated): the
+audio scores (pitch, sync, count) then measure how well the model hears the picture, apart from how well it draws
+it; the video scores are the real clips' own.
+
 Chance levels: 1 / #labels for the accuracies, 0 for the motion correlation, E|x_i - x_j| over the group's
 requested motion scores for the motion error (a score unrelated to the prompt), a random-onset baseline for sync
 (as many onsets as the real clip has bounces, at uniform random times; ``CHANCE_DRAWS`` draws, seeded) and
@@ -22,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 GROUPS = ("in_distribution", "held_out", "all")
+MODES = ("t2v", "v2a")
 CHANCE_DRAWS = 200  # random-onset draws per clip for the sync chance level
 JITTER_CHANCE_DRAWS = 20  # frame shuffles per real track for the track-jitter chance level
 CHANCE_SEED = 0
@@ -148,6 +153,9 @@ def run(cfg, context) -> dict:
     count = int(size.clips)
     if count < 1:
         raise ValueError(f"size.clips must be >= 1, got {count}")
+    mode = suite.get("mode", "t2v")
+    if mode not in MODES:
+        raise ValueError(f"suite.mode must be one of {MODES}, got {mode!r}")
     # Pipeline.generate settings; null means the checkpoint's default
     sampler = {k: v for k, v in dict(suite.generate).items() if v is not None}
     if size.get("steps") is not None:
@@ -172,8 +180,9 @@ def run(cfg, context) -> dict:
 
     start, metadata = time.perf_counter(), None
     for clip in tqdm(clips, desc="generating + scoring", unit="clip", disable=not context.progress):
+        given = context.out_dir / clip["reference"] if mode == "v2a" else None
         result = pipeline.generate(clip["prompt"], context.out_dir / clip["video"], duration=config.duration_s,
-                                   fps=config.fps, resolution=[config.height, config.width],
+                                   fps=config.fps, resolution=[config.height, config.width], video=given,
                                    seed=int(suite.seed) + clip["index"], **sampler)
         metadata = result.metadata
         scored = score_file(result.path, clip["prompt"], config)
@@ -182,8 +191,9 @@ def run(cfg, context) -> dict:
     timings["per_clip_s"] = timings["generate_and_score_s"] / count
 
     settings = {
-        "clips": count, "split": suite.split, "generation_seed": int(suite.seed),
-        "sampler": {k: metadata[k] for k in ("sampler", "steps", "shift")}, "guidance": metadata["guidance"],
+        "clips": count, "split": suite.split, "generation_seed": int(suite.seed), "mode": mode,
+        "sampler": {k: metadata[k] for k in ("sampler", "steps", "shift", "audio_after_video")},
+        "guidance": metadata["guidance"],
         "fps": config.fps, "duration_s": config.duration_s, "resolution": [config.height, config.width],
         "dataset": {"root": root, "seed": data_seed, "config": config.to_dict(), "code_version": data_code_version()},
         "sync_tolerance_frames": SYNC_TOLERANCE_FRAMES, "chance_draws": CHANCE_DRAWS,

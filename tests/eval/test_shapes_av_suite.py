@@ -57,7 +57,8 @@ def test_results_json_states_scores_chance_ceiling_and_provenance(first_run, che
     settings = results["settings"]
     from horse.pipeline import demo_checkpoint_config
     default_shift = demo_checkpoint_config().sampler.shift  # the suite leaves shift to the checkpoint
-    assert settings["sampler"] == {"sampler": "unipc", "steps": 2, "shift": default_shift}
+    assert settings["sampler"] == {"sampler": "unipc", "steps": 2, "shift": default_shift, "audio_after_video": False}
+    assert settings["mode"] == "t2v"
     assert settings["clips"] == CI_CLIPS
     assert results["config"]["suite"]["name"] == "shapes_av"
     assert len(results["checkpoint"]["sha256"]) == 64 and results["code_version"]["source_sha256"]
@@ -100,6 +101,23 @@ def test_comparing_a_finished_run_with_a_new_checkpoint(first_run, checkpoints, 
         assert all(f'src="{v}"' in html and (tmp_path / v).is_file() for v in clip["videos"])
     card = json.loads((checkpoints[1] / "config.json").read_text())["model_card"]
     assert "evaluations" not in card  # update_model_card=false
+
+
+def test_v2a_mode_adds_sound_to_the_real_clips(checkpoints, tmp_path):
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(REPO / "configs" / "eval"), version_base=None):
+        cfg = compose("eval", overrides=["suite=shapes_av", "size=ci", f"checkpoint={checkpoints[0]}",
+                                         "suite.mode=v2a", "progress=false", "update_model_card=false"])
+    run(cfg, tmp_path)
+    results = json.loads((tmp_path / RESULTS_FILE).read_text())
+    assert results["settings"]["mode"] == "v2a"
+    for clip in results["clips"]:  # the picture is the real clip's, so its video scores are the real ones
+        for name in ("colour_correct", "direction_correct", "size_correct"):
+            assert clip["scores"][name] == clip["reference_scores"][name] == 1.0
+    bad = cfg.copy()
+    bad.suite.mode = "a2v"
+    with pytest.raises(ValueError, match="suite.mode must be one of"):
+        run(bad, tmp_path / "bad")
 
 
 def test_run_names_and_bad_configs(tmp_path):
