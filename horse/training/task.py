@@ -39,7 +39,9 @@ class TaskConfig:
     ti2v_probability: float = 0.0
     # share of samples trained video-to-audio: the whole video stays clean and unsupervised, so only the
     # audio is learned, from the caption and the finished picture (teaches the sound to follow the video;
-    # the sampler's ``audio_after_video`` pass relies on it). A sample drawn for both is V2A.
+    # the sampler's ``audio_after_video`` pass relies on it). A sample drawn for both is V2A. The trainer's
+    # per-modality normaliser (``count_tokens``, known before the forward) counts clean video tokens too, so
+    # TI2V and V2A dilute the video mean as a video weight of about 1 - p would.
     v2a_probability: float = 0.0
 
     def __post_init__(self):
