@@ -68,16 +68,59 @@ def frame_window_ranges(num_video: int, num_frames: int, num_total: int, window:
     Video frame i sees video frames i-window..i+window plus all audio and text;
     audio and text tokens see everything.
     """
+    return window_ranges(num_video, num_frames, num_total, offset, video_window=window)
+
+
+def window_ranges(num_video: int, num_frames: int, num_total: int, offset: int = 0, *,
+                  video_window: int | None = None, audio_frames: list[int] | None = None,
+                  audio_window: int = 0):
+    """(q-ranges, k-ranges) of one sample laid out [video | audio | text] with ``num_frames`` video frames.
+
+    ``video_window``: video frame i sees video frames i-w..i+w plus all audio and text (None: everything).
+    ``audio_frames``: the video frame at each audio token's time (one entry per audio token); a run of audio
+    tokens at frame f then sees the video frames f-audio_window..f+audio_window plus all audio and text
+    (None: everything). Text tokens see everything.
+    """
     if num_frames <= 0 or num_video % num_frames:
         raise ValueError(f"{num_video} video tokens do not split into {num_frames} frames")
     per = num_video // num_frames
+    num_audio = 0 if audio_frames is None else len(audio_frames)
+    if num_video + num_audio > num_total:
+        raise ValueError(f"{num_video} video and {num_audio} audio tokens exceed the sample's {num_total}")
+    whole, after_video = (offset, offset + num_total), (offset + num_video, offset + num_total)
     q, k = [], []
-    for i in range(num_frames):
-        q.append((offset + i * per, offset + (i + 1) * per))
-        k.append((offset + max(0, (i - window) * per), offset + min(num_video, (i + window + 1) * per)))
-    if num_total > num_video:
-        q += [(offset, offset + num_video), (offset + num_video, offset + num_total)]
-        k += [(offset + num_video, offset + num_total), (offset, offset + num_total)]
+
+    def frames(lo: int, hi: int) -> tuple[int, int]:
+        return offset + max(0, lo) * per, offset + min(num_frames, hi + 1) * per
+
+    if video_window is None:
+        q.append((offset, offset + num_video))
+        k.append(whole)
+    else:
+        for i in range(num_frames):
+            q.append((offset + i * per, offset + (i + 1) * per))
+            k.append(frames(i - video_window, i + video_window))
+        if num_total > num_video:
+            q.append((offset, offset + num_video))
+            k.append(after_video)
+    start = offset + num_video
+    if audio_frames is None:
+        if num_total > num_video:
+            q.append(after_video)
+            k.append(whole)
+        return q, k
+    i = 0
+    while i < num_audio:  # runs of audio tokens at the same frame
+        j = i
+        while j < num_audio and audio_frames[j] == audio_frames[i]:
+            j += 1
+        f = min(max(audio_frames[i], 0), num_frames - 1)
+        q += [(start + i, start + j), (start + i, start + j)]
+        k += [frames(f - audio_window, f + audio_window), after_video]
+        i = j
+    if num_total > num_video + num_audio:
+        q.append((start + num_audio, offset + num_total))
+        k.append(whole)
     return q, k
 
 

@@ -30,6 +30,13 @@ class DiTConfig:
     local_attn_layers: tuple[int, ...] = ()
     # Latent frames each side that a local_attn_layers video token sees (the release's frame_receptive_field).
     local_frame_window: int = 11
+    # Layers where an audio token attends only to the video frames within audio_frame_window (latent frames,
+    # or video tokens' frames) of its own time, plus all audio and text; video and text tokens are not
+    # restricted there (unless the layer is also local). () is the release: audio sees everything. Timing a
+    # sound to the picture needs the frame at the sound's time, which full attention with few RoPE bands per
+    # axis (the demo's 4) can barely single out.
+    audio_attn_layers: tuple[int, ...] = ()
+    audio_frame_window: int = 1
     video_in_channels: int = 192
     # Latent (frames, rows, cols) per video token (the release: 1x2x2). video_in_channels must equal the
     # latent channels times their product. Frames > 1 put a short stretch of motion inside each token (as
@@ -67,7 +74,7 @@ class DiTConfig:
     mlp_ratio: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("mm_layers", "gelu7_layers", "post_norm_layers", "local_attn_layers"):
+        for name in ("mm_layers", "gelu7_layers", "post_norm_layers", "local_attn_layers", "audio_attn_layers"):
             value = tuple(sorted(int(i) for i in getattr(self, name)))
             object.__setattr__(self, name, value)
             bad = [i for i in value if not 0 <= i < self.num_layers]
@@ -81,6 +88,8 @@ class DiTConfig:
                              f"a multiple of 2k+1 patches, got k={self.video_context_frames}")
         if self.local_frame_window < 0:
             raise ValueError(f"local_frame_window must be >= 0 latent frames each side, got {self.local_frame_window}")
+        if self.audio_frame_window < 0:
+            raise ValueError(f"audio_frame_window must be >= 0 frames each side, got {self.audio_frame_window}")
         if self.hidden_size % self.head_dim:
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of head_dim {self.head_dim}")
         if not 0 < self.rope_max_frequency <= math.pi:

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .attention import LocalAttentionPlan, frame_window_ranges, packed_attention
+from .attention import LocalAttentionPlan, packed_attention, window_ranges
 from .config import AUDIO, TEXT, VIDEO, DiTConfig, get_config
 from .layers import ACTIVATION_FNS, ExpertLinear, ModalityGroups, MultiModalityRMSNorm
+from .packing import audio_token_frames
 from .precision import PrecisionPolicy, get_policy
 from .rope import ElementWiseFourierEmbed, apply_rope
 
@@ -29,6 +30,13 @@ class ForwardContext:
     local: LocalAttentionPlan | None
     policy: PrecisionPolicy
     attention_backend: str = "sdpa"
+    # plans of the audio-window layers (DiTConfig.audio_attn_layers), keyed by whether the layer is also local
+    audio_local: dict[bool, LocalAttentionPlan] = field(default_factory=dict)
+
+    def plan(self, video_local: bool, audio_local: bool) -> LocalAttentionPlan | None:
+        if audio_local:
+            return self.audio_local[video_local]
+        return self.local if video_local else None
 
 
 @dataclass
@@ -57,6 +65,7 @@ class Attention(nn.Module):
         super().__init__()
         m = cfg.num_experts(layer)
         self.cfg, self.is_local = cfg, layer in cfg.local_attn_layers
+        self.is_audio_local = layer in cfg.audio_attn_layers
         self.pre_norm = MultiModalityRMSNorm(cfg.hidden_size, m, cfg.norm_eps)
         self.linear_qkv = ExpertLinear(cfg.hidden_size, cfg.qkv_width, m)
         self.linear_proj = ExpertLinear(cfg.num_heads_q * cfg.head_dim, cfg.hidden_size, m)
@@ -82,7 +91,7 @@ class Attention(nn.Module):
         v = v.unflatten(1, (c.num_heads_kv, c.head_dim))
         # On CPU the fp32 kernel of bf16-rounded q/k/v reproduces FlashAttention's accumulation.
         compute = torch.float32 if q.device.type == "cpu" else ctx.policy.attention_dtype
-        o = packed_attention(q, k, v, ctx.seqlens, local=ctx.local if self.is_local else None,
+        o = packed_attention(q, k, v, ctx.seqlens, local=ctx.plan(self.is_local, self.is_audio_local),
                              compute_dtype=compute, out_dtype=ctx.policy.attention_dtype,
                              backend=ctx.attention_backend,
                              lse_merge=q.device.type == "cpu" and ctx.policy.name == "mixed")
@@ -208,14 +217,34 @@ class DiTModel(nn.Module):
             return LocalAttentionPlan.from_ranges(q, k, modality.numel(), modality.device)
         if local_window is None:
             local_window = self.config.local_frame_window
+        return self._window_plan(coords, modality, seqlens, local_window, audio=False)
+
+    def _audio_plans(self, coords, modality, seqlens, local_window) -> dict[bool, LocalAttentionPlan]:
+        """Plans of the audio-window layers: {also local: plan}, for the kinds the config has."""
+        cfg = self.config
+        if local_window is None:
+            local_window = cfg.local_frame_window
+        kinds = {layer in cfg.local_attn_layers for layer in cfg.audio_attn_layers}
+        return {local: self._window_plan(coords, modality, seqlens, local_window if local else None, audio=True)
+                for local in kinds}
+
+    def _window_plan(self, coords, modality, seqlens, video_window, audio: bool) -> LocalAttentionPlan:
+        """Per sample [video | audio | text]: video frame windows (None: none) and, with ``audio``, audio windows."""
+        pt = self.config.video_patch[0]
         q_all, k_all, offset = [], [], 0
         for length in seqlens:
             mod = modality[offset:offset + length]
             nv = int((mod == VIDEO).sum())
-            frames = int(coords[offset, 3]) if nv else 1
-            q, k = frame_window_ranges(nv, frames, length, local_window, offset) if nv else ([], [])
             if not nv:
                 q, k = [(offset, offset + length)], [(offset, offset + length)]
+            else:
+                frames = int(coords[offset, 3])
+                audio_frames = None
+                if audio:
+                    rows = coords[offset:offset + length][mod == AUDIO]
+                    audio_frames = audio_token_frames(rows, pt)
+                q, k = window_ranges(nv, frames, length, offset, video_window=video_window,
+                                     audio_frames=audio_frames, audio_window=self.config.audio_frame_window)
             q_all += q
             k_all += k
             offset += length
@@ -241,7 +270,9 @@ class DiTModel(nn.Module):
         rope = self.adapter.rope(coords)
         ctx = ForwardContext(groups, rope, seqlens, self._local_plan(coords, modality, seqlens, local_ranges,
                                                                       local_window),
-                             self.precision, self.attention_backend)
+                             self.precision, self.attention_backend,
+                             self._audio_plans(coords, modality, seqlens, local_window) if cfg.audio_attn_layers
+                             else {})
         h = self.adapter(x, groups, coords)
         result = DiTOutput(out=h, adapter=h if return_intermediates else None,
                            rope=rope if return_intermediates else None)
@@ -262,8 +293,8 @@ class DiTModel(nn.Module):
     def _routed_context(self, ctx: ForwardContext, modality: torch.Tensor, keep: torch.Tensor) -> ForwardContext:
         if keep.shape != modality.shape or keep.dtype != torch.bool:
             raise ValueError("routing.keep must be a bool mask over the packed tokens")
-        if ctx.local is not None:
-            raise ValueError("TREAD routing cannot be combined with local-attention layers")
+        if ctx.local is not None or ctx.audio_local:
+            raise ValueError("TREAD routing cannot be combined with local-attention or audio-window layers")
         bounds = torch.tensor([0, *torch.tensor(ctx.seqlens).cumsum(0).tolist()])
         kept_per_sample = [int(keep[a:b].sum()) for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
         if min(kept_per_sample) == 0:

@@ -108,6 +108,14 @@ def audio_coords(num_audio: int, video_frames: int, style: str = "v2") -> torch.
     return _coords(t, zeros, zeros, (num_audio, 1, 1), (ref, 1, 1))
 
 
+def audio_token_frames(coords: torch.Tensor, frames_per_token: int = 1) -> list[int]:
+    """Audio coords rows -> the video token frame at each audio token's time: RoPE's time ``t * (ref-1)/(size-1)``
+    in latent frames (v2: ~k/4), floored to whole video tokens of ``frames_per_token`` latent frames."""
+    t, size, ref = coords[:, 0].double(), coords[:, 3].double(), coords[:, 6].double()
+    scale = torch.where(size > 1, (ref - 1) / (size - 1).clamp_min(1), torch.ones_like(size))
+    return torch.floor(t * scale / frames_per_token + 1e-6).long().tolist()
+
+
 def text_coords(num_text: int, style: str = "v2") -> torch.Tensor:
     """v2: t = -Nt..-1 with ref 1, so every text angle is 0 (text is not rotated) once Nt > 1.
     v1: t = 0..Nt-1 spread over [0, 1]; one text token gets ref 1 (the release divides by zero there)."""
