@@ -124,19 +124,32 @@ def window_ranges(num_video: int, num_frames: int, num_total: int, offset: int =
     return q, k
 
 
-def _sdpa(q, k, v, gqa_groups: int):
-    """q [B, Lq, H, d], k/v [B, Lk, Hkv, d] -> [B, Lq, H, d]."""
+def _sdpa(q, k, v, gqa_groups: int, mask: torch.Tensor | None = None):
+    """q [B, Lq, H, d], k/v [B, Lk, Hkv, d] (mask [B, 1, Lq, Lk] bool, True = attend) -> [B, Lq, H, d]."""
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))
     if gqa_groups > 1:
         # query head h reads KV head h // groups
         k = k.repeat_interleave(gqa_groups, dim=1)
         v = v.repeat_interleave(gqa_groups, dim=1)
-    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
+
+
+def ranges_mask(q_ranges, k_ranges, length: int, offset: int = 0, device=None) -> torch.Tensor:
+    """``[length, length]`` bool mask of one sample from (q-range, k-range) pairs in pack positions: a query
+    attends to the union of the k-ranges of the pairs it is in. Dense (length² booleans): for short samples,
+    where one masked SDPA call beats a call per query segment."""
+    mask = torch.zeros(length, length, dtype=torch.bool, device=device)
+    for (qs, qe), (ks, ke) in zip(q_ranges, k_ranges):
+        mask[qs - offset:qe - offset, ks - offset:ke - offset] = True
+    if not mask.any(1).all():
+        raise ValueError("some queries lie in no q-range: every token needs keys")
+    return mask
 
 
 def packed_attention(q, k, v, seqlens: list[int], *, local: LocalAttentionPlan | None = None,
                      compute_dtype: torch.dtype | None = None, out_dtype: torch.dtype | None = None,
-                     backend: str = "sdpa", lse_merge: bool = False) -> torch.Tensor:
+                     backend: str = "sdpa", lse_merge: bool = False,
+                     masks: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Block-diagonal attention over a pack.
 
     q ``[N, H, d]``, k/v ``[N, Hkv, d]`` in pack order, ``seqlens`` the sample lengths.
@@ -154,7 +167,11 @@ def packed_attention(q, k, v, seqlens: list[int], *, local: LocalAttentionPlan |
     compute_dtype = compute_dtype or out_dtype
     q, k, v = (t.to(out_dtype).to(compute_dtype) for t in (q, k, v))
     groups = q.shape[1] // k.shape[1]
-    if local is not None and lse_merge:
+    if masks is not None:
+        if local is not None:
+            raise ValueError("give a local plan or per-sample masks, not both")
+        out = _per_sample(q, k, v, seqlens, groups, masks)
+    elif local is not None and lse_merge:
         out = _local_lse_merge(q, k, v, local, groups, out_dtype)
     elif local is not None:
         out = torch.cat([_sdpa(q[s:e][None], k[idx][None], v[idx][None], groups)[0]
@@ -167,9 +184,11 @@ def packed_attention(q, k, v, seqlens: list[int], *, local: LocalAttentionPlan |
     return out.to(out_dtype)
 
 
-def _per_sample(q, k, v, seqlens: list[int], groups: int) -> torch.Tensor:
+def _per_sample(q, k, v, seqlens: list[int], groups: int, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
     if sum(seqlens) != q.shape[0]:
         raise ValueError(f"sample lengths sum to {sum(seqlens)} but the pack has {q.shape[0]} tokens")
+    if masks is not None and [m.shape[0] for m in masks] != list(seqlens):
+        raise ValueError("one [L, L] mask per sample, matching the sample lengths")
     # runs of equal-length samples are one batched SDPA call on a zero-copy view
     runs: list[tuple[int, int]] = []
     for length in seqlens:
@@ -179,8 +198,11 @@ def _per_sample(q, k, v, seqlens: list[int], groups: int) -> torch.Tensor:
             runs.append((length, 1))
     sizes = [length * count for length, count in runs]
     chunks = zip(*(t.split(sizes, 0) for t in (q, k, v)))
-    outs = [_sdpa(*(t.unflatten(0, (count, length)) for t in qkv), groups).flatten(0, 1)
-            for (length, count), qkv in zip(runs, chunks)]
+    outs, first = [], 0
+    for (length, count), qkv in zip(runs, chunks):
+        mask = None if masks is None else torch.stack(masks[first:first + count])[:, None]
+        outs.append(_sdpa(*(t.unflatten(0, (count, length)) for t in qkv), groups, mask).flatten(0, 1))
+        first += count
     return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .attention import LocalAttentionPlan, packed_attention, window_ranges
+from .attention import LocalAttentionPlan, packed_attention, ranges_mask, window_ranges
 from .config import AUDIO, TEXT, VIDEO, DiTConfig, get_config
 from .layers import ACTIVATION_FNS, ExpertLinear, ModalityGroups, MultiModalityRMSNorm
 from .packing import audio_token_frames
@@ -30,13 +30,9 @@ class ForwardContext:
     local: LocalAttentionPlan | None
     policy: PrecisionPolicy
     attention_backend: str = "sdpa"
-    # plans of the audio-window layers (DiTConfig.audio_attn_layers), keyed by whether the layer is also local
-    audio_local: dict[bool, LocalAttentionPlan] = field(default_factory=dict)
-
-    def plan(self, video_local: bool, audio_local: bool) -> LocalAttentionPlan | None:
-        if audio_local:
-            return self.audio_local[video_local]
-        return self.local if video_local else None
+    # per-sample masks of the audio-window layers (DiTConfig.audio_attn_layers), keyed by whether the layer
+    # is also local
+    audio_local: dict[bool, list[torch.Tensor]] = field(default_factory=dict)
 
 
 @dataclass
@@ -91,7 +87,9 @@ class Attention(nn.Module):
         v = v.unflatten(1, (c.num_heads_kv, c.head_dim))
         # On CPU the fp32 kernel of bf16-rounded q/k/v reproduces FlashAttention's accumulation.
         compute = torch.float32 if q.device.type == "cpu" else ctx.policy.attention_dtype
-        o = packed_attention(q, k, v, ctx.seqlens, local=ctx.plan(self.is_local, self.is_audio_local),
+        masks = ctx.audio_local[self.is_local] if self.is_audio_local else None
+        o = packed_attention(q, k, v, ctx.seqlens, local=ctx.local if self.is_local and masks is None else None,
+                             masks=masks,
                              compute_dtype=compute, out_dtype=ctx.policy.attention_dtype,
                              backend=ctx.attention_backend,
                              lse_merge=q.device.type == "cpu" and ctx.policy.name == "mixed")
@@ -217,21 +215,28 @@ class DiTModel(nn.Module):
             return LocalAttentionPlan.from_ranges(q, k, modality.numel(), modality.device)
         if local_window is None:
             local_window = self.config.local_frame_window
-        return self._window_plan(coords, modality, seqlens, local_window, audio=False)
+        q_all, k_all = [], []
+        for q, k, _, _ in self._window_ranges(coords, modality, seqlens, local_window, audio=False):
+            q_all += q
+            k_all += k
+        return LocalAttentionPlan.from_ranges(q_all, k_all, modality.numel(), modality.device)
 
-    def _audio_plans(self, coords, modality, seqlens, local_window) -> dict[bool, LocalAttentionPlan]:
-        """Plans of the audio-window layers: {also local: plan}, for the kinds the config has."""
+    def _audio_masks(self, coords, modality, seqlens, local_window) -> dict[bool, list[torch.Tensor]]:
+        """Per-sample masks of the audio-window layers: {also local: masks}, for the kinds the config has. Dense
+        masks, one batched SDPA call: an audio token per frame would otherwise make a query segment each."""
         cfg = self.config
         if local_window is None:
             local_window = cfg.local_frame_window
         kinds = {layer in cfg.local_attn_layers for layer in cfg.audio_attn_layers}
-        return {local: self._window_plan(coords, modality, seqlens, local_window if local else None, audio=True)
+        return {local: [ranges_mask(q, k, length, offset, modality.device) for q, k, length, offset in
+                        self._window_ranges(coords, modality, seqlens, local_window if local else None, audio=True)]
                 for local in kinds}
 
-    def _window_plan(self, coords, modality, seqlens, video_window, audio: bool) -> LocalAttentionPlan:
-        """Per sample [video | audio | text]: video frame windows (None: none) and, with ``audio``, audio windows."""
+    def _window_ranges(self, coords, modality, seqlens, video_window, audio: bool):
+        """Per sample [video | audio | text]: (q-ranges, k-ranges, length, offset) with video frame windows (None:
+        none) and, with ``audio``, audio windows."""
         pt = self.config.video_patch[0]
-        q_all, k_all, offset = [], [], 0
+        offset = 0
         for length in seqlens:
             mod = modality[offset:offset + length]
             nv = int((mod == VIDEO).sum())
@@ -245,10 +250,8 @@ class DiTModel(nn.Module):
                     audio_frames = audio_token_frames(rows, pt)
                 q, k = window_ranges(nv, frames, length, offset, video_window=video_window,
                                      audio_frames=audio_frames, audio_window=self.config.audio_frame_window)
-            q_all += q
-            k_all += k
+            yield q, k, length, offset
             offset += length
-        return LocalAttentionPlan.from_ranges(q_all, k_all, modality.numel(), modality.device)
 
     # ---- forward -------------------------------------------------------
     def forward(self, x: torch.Tensor, coords: torch.Tensor, modality: torch.Tensor, *, cu_seqlens=None,
@@ -271,7 +274,7 @@ class DiTModel(nn.Module):
         ctx = ForwardContext(groups, rope, seqlens, self._local_plan(coords, modality, seqlens, local_ranges,
                                                                       local_window),
                              self.precision, self.attention_backend,
-                             self._audio_plans(coords, modality, seqlens, local_window) if cfg.audio_attn_layers
+                             self._audio_masks(coords, modality, seqlens, local_window) if cfg.audio_attn_layers
                              else {})
         h = self.adapter(x, groups, coords)
         result = DiTOutput(out=h, adapter=h if return_intermediates else None,
