@@ -35,7 +35,7 @@ class DiTConfig:
     # restricted there (unless the layer is also local). () is the release: audio sees everything. Timing a
     # sound to the picture needs the frame at the sound's time, which full attention with few RoPE bands per
     # axis (the demo's 4) can barely single out.
-    audio_attn_layers: tuple[int, ...] = ()
+    audio_attn_layers: tuple[int, ...] | str = ()  # or "all"
     audio_frame_window: int = 1
     video_in_channels: int = 192
     # Latent (frames, rows, cols) per video token (the release: 1x2x2). video_in_channels must equal the
@@ -74,6 +74,10 @@ class DiTConfig:
     mlp_ratio: int = 4
 
     def __post_init__(self) -> None:
+        if self.audio_attn_layers == "all":
+            object.__setattr__(self, "audio_attn_layers", tuple(range(self.num_layers)))
+        elif isinstance(self.audio_attn_layers, str):
+            raise ValueError(f"audio_attn_layers must be layer indices or 'all', got {self.audio_attn_layers!r}")
         for name in ("mm_layers", "gelu7_layers", "post_norm_layers", "local_attn_layers", "audio_attn_layers"):
             value = tuple(sorted(int(i) for i in getattr(self, name)))
             object.__setattr__(self, name, value)

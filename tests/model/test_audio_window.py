@@ -61,3 +61,6 @@ def test_the_release_layout_is_unchanged_and_tread_is_refused(tiny_config, make_
         model(**packed.model_inputs(), routing=TokenRouting(0, 1, keep))
     with pytest.raises(ValueError, match="audio_frame_window must be >= 0"):
         tiny_config(audio_frame_window=-1)
+    assert tiny_config(audio_attn_layers="all").audio_attn_layers == (0, 1, 2)  # every layer of the 3
+    with pytest.raises(ValueError, match="layer indices or 'all'"):
+        tiny_config(audio_attn_layers="some")
