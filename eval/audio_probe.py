@@ -76,7 +76,8 @@ def probe(pipeline, clips: int = 16, sigmas=DEFAULT_SIGMAS, seed: int = 0, split
                 estimate = energy(x0_from_velocity(noisy, sigma, v_audio))
                 for name, target in pairs:
                     rows[name].append(envelope_correlation(estimate, target["envelope"]))
-    return {"clips": clips, "sigmas": {s: {p: float(np.mean(v)) for p, v in rows.items()} for s, rows in scores.items()}}
+    means = {s: {p: float(np.mean(v)) for p, v in rows.items()} for s, rows in scores.items()}
+    return {"clips": clips, "sigmas": means}
 
 
 def main(argv: list[str] | None = None) -> int:

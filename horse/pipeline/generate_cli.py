@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             args.fps = int(args.fps)
         pipe = Pipeline(args.checkpoint, args.device)
         result = pipe.generate(
-            args.prompt, args.output, image=args.image, audio=args.audio, video=args.video, duration=args.duration, fps=args.fps,
+            args.prompt, args.output, image=args.image, audio=args.audio, video=args.video,
+            duration=args.duration, fps=args.fps,
             resolution=args.resolution, seed=args.seed, sampler=args.sampler, steps=args.steps, shift=args.shift,
             video_guidance=args.video_guidance if args.video_guidance is not None else args.guidance,
             audio_guidance=args.audio_guidance if args.audio_guidance is not None else args.guidance,

@@ -1,5 +1,5 @@
-"""Media in and out of the pipeline: reading the conditioning image, video (V2A) and reference audio, retiming the native
-frame rate to the requested one, and writing the MP4 (``horse.data.av_io.encode_mp4``: H.264 + AAC, audio
+"""Media in and out of the pipeline: reading the conditioning image, video (V2A) and reference audio, retiming
+the native frame rate to the requested one, and writing the MP4 (``horse.data.av_io.encode_mp4``: H.264 + AAC, audio
 resampled to an AAC rate of at least 16 kHz, e.g. the demo's 2048 Hz -> 16 kHz, Stable Audio's 44.1 kHz kept).
 
 Frame-rate retiming is sample-and-hold: output frame j (shown at time j / fps) repeats the native frame on screen

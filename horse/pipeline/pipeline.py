@@ -1,4 +1,5 @@
-"""Prompt (+ optional image, optional reference audio, or a video to add sound to) -> latents -> frames + waveform -> MP4.
+"""Prompt (+ optional image, optional reference audio, or a video to add sound to) -> latents -> frames +
+waveform -> MP4.
 
 Stages: text features (cached) -> starting noise (seeded) -> sampler over the DiT (CFG as one packed forward)
 -> with ``audio_after_video``, a second pass that samples the audio again with the finished video held clean
@@ -6,7 +7,8 @@ Stages: text features (cached) -> starting noise (seeded) -> sampler over the Di
 ``horse.pipeline.media``) and audio resampling for AAC -> MP4 (H.264 + AAC).
 
 Randomness: one CPU ``torch.Generator`` seeded with ``seed`` draws all noise (audio noise first, then video,
-then the distilled sampler's per-step noise, then the second pass's audio noise and per-step noise), so a seed gives the same latents on any device.
+then the distilled sampler's per-step noise, then the second pass's audio noise and per-step noise), so a seed
+gives the same latents on any device.
 """
 
 from __future__ import annotations
@@ -105,7 +107,8 @@ class Pipeline:
     # ---- generation ------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, prompt: str, output: str | Path | None = None, *, image: str | Path | None = None,
-                 audio: str | Path | None = None, video: str | Path | None = None, duration: float | None = None, fps: float | None = None,
+                 audio: str | Path | None = None, video: str | Path | None = None,
+                 duration: float | None = None, fps: float | None = None,
                  resolution: str | list | None = None, seed: int | None = None, sampler: str | None = None,
                  steps: int | None = None, shift: float | None = None, video_guidance: float | None = None,
                  audio_guidance: float | None = None, late_video_guidance: float | None | str = "default",
@@ -117,11 +120,11 @@ class Pipeline:
 
         Unset settings take the checkpoint's defaults: the shortest duration, the native fps (else the first fps
         option), the default resolution and the sampler defaults; ``late_video_guidance=None`` turns the late
-        switch off. ``video`` adds sound to a video (V2A): its frames, fitted to the resolution and retimed to the native
-        fps, are held clean while only the audio is sampled; the duration then defaults to the video's (within the
-        checkpoint's range). ``seed=None`` picks a random seed, reported in the metadata. The duration is rounded to whole
-        native frames (the metadata holds the exact one). ``motion_strength`` in [0, 1] appends the checkpoint's
-        motion phrase to the prompt. ``audio_after_video`` (default: the checkpoint's) samples the audio a second time
+        switch off. ``video`` adds sound to a video (V2A): its frames, fitted to the resolution and retimed to the
+        native fps, are held clean while only the audio is sampled; the duration then defaults to the video's
+        (within the checkpoint's range). ``seed=None`` picks a random seed, reported in the metadata. The duration
+        is rounded to whole native frames (the metadata holds the exact one). ``motion_strength`` in [0, 1] appends
+        the checkpoint's motion phrase to the prompt. ``audio_after_video`` (default: the checkpoint's) samples the audio a second time
         from the finished video (ignored with reference audio). ``progress_callback(fraction)`` is called after every
         step with 0..1.
         """
