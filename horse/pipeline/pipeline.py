@@ -124,9 +124,9 @@ class Pipeline:
         native fps, are held clean while only the audio is sampled; the duration then defaults to the video's
         (within the checkpoint's range). ``seed=None`` picks a random seed, reported in the metadata. The duration
         is rounded to whole native frames (the metadata holds the exact one). ``motion_strength`` in [0, 1] appends
-        the checkpoint's motion phrase to the prompt. ``audio_after_video`` (default: the checkpoint's) samples the audio a second time
-        from the finished video (ignored with reference audio). ``progress_callback(fraction)`` is called after every
-        step with 0..1.
+        the checkpoint's motion phrase to the prompt. ``audio_after_video`` (default: the checkpoint's) samples the
+        audio a second time from the finished video (ignored with reference audio). ``progress_callback(fraction)``
+        is called after every step with 0..1.
         """
         cfg, timings = self.config, {}
         if video is not None and (image is not None or audio is not None):
