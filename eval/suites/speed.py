@@ -111,7 +111,8 @@ def time_generation(pipe, prompt: str, out_path: Path, *, duration=None, fps=Non
     fps = fps or (cfg.native_fps if cfg.native_fps in cfg.fps_options else cfg.fps_options[0])
     res_name, height, width = pipe._resolution(resolution)
     d = cfg.sampler
-    settings = {"name": sampler or d.name, "steps": steps or d.steps, "shift": d.shift}
+    settings = {"name": sampler or d.name, "steps": steps or d.steps, "shift": d.shift,
+                "audio_after_video": d.audio_after_video}  # the checkpoint's generation, second audio pass included
     guidance = Guidance(d.video_guidance, d.audio_guidance, d.late_video_guidance, d.switch_timestep)
     layout = pipe.codecs.layout(duration, height, width)
     with torch.inference_mode():
@@ -119,7 +120,8 @@ def time_generation(pipe, prompt: str, out_path: Path, *, duration=None, fps=Non
             text = pipe.codecs.encode_text(prompt)
             negative = pipe.codecs.encode_text(cfg.negative_prompt or cfg.null_text) if guidance.active else None
         with meter.stage("base"):
-            video, audio = pipe._sample(text, negative, guidance, layout, seed, settings, None, None, False, None)
+            video, audio = pipe._sample(text, negative, guidance, layout, seed, settings, frame0=None, audio_ref=None,
+                                        video_ref=None, progress=False, progress_callback=None)
         if sr_pipe is not None:
             _, sr_h, sr_w = sr_pipe._resolution(sr_resolution)
             sr_layout = sr_pipe.codecs.layout(duration, sr_h, sr_w)
