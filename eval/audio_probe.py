@@ -17,11 +17,12 @@ near 0 everywhere. The audio probe needs the demo codecs (it builds shapes-AV cl
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 import torch
+
+from eval.denoise_probe import probe_parser, require_demo_codecs
 
 DEFAULT_SIGMAS = (0.7, 0.9, 1.0)
 PAIRINGS = ("own", "swapped_shown", "swapped_caption")
@@ -48,9 +49,7 @@ def probe(pipeline, clips: int = 16, sigmas=DEFAULT_SIGMAS, seed: int = 0, split
     from horse.diffusion.flow import add_noise, x0_from_velocity
     from horse.pipeline.velocity import make_velocity_fn
 
-    if pipeline.codecs.family != "demo":
-        raise ValueError("the audio probe builds shapes-AV clips through the demo codecs; this checkpoint uses "
-                         f"the {pipeline.codecs.family!r} codecs")
+    require_demo_codecs(pipeline, "audio probe")
     if clips < 2 or not all(0.0 <= s <= 1.0 for s in sigmas):
         raise ValueError(f"need clips >= 2 (videos are swapped between clips) and every sigma in [0, 1], "
                          f"got clips={clips}, sigmas={list(sigmas)}")
@@ -83,16 +82,8 @@ def probe(pipeline, clips: int = 16, sigmas=DEFAULT_SIGMAS, seed: int = 0, split
 def main(argv: list[str] | None = None) -> int:
     from horse.pipeline.pipeline import Pipeline
 
-    parser = argparse.ArgumentParser(prog="python -m eval.audio_probe", description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint")
-    parser.add_argument("--clips", type=int, default=16)
-    parser.add_argument("--sigmas", default=",".join(str(s) for s in DEFAULT_SIGMAS))
-    parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
-    parser.add_argument("--dataset-seed", type=int, default=0, help="seed of the shapes-AV dataset (its default: 0)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = parser.parse_args(argv)
-    sigmas = [float(s) for s in args.sigmas.split(",") if s.strip()]
-    result = probe(Pipeline(args.checkpoint), args.clips, sigmas, args.seed, dataset_seed=args.dataset_seed)
+    args = probe_parser("python -m eval.audio_probe", __doc__, 16, DEFAULT_SIGMAS).parse_args(argv)
+    result = probe(Pipeline(args.checkpoint), args.clips, args.sigmas, args.seed, dataset_seed=args.dataset_seed)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

@@ -22,6 +22,28 @@ DEFAULT_SIGMAS = (0.3, 0.6, 0.8, 0.9, 0.95)
 CONTEXTS = ("none", "even")
 
 
+def probe_parser(prog: str, doc: str, clips: int, sigmas) -> argparse.ArgumentParser:
+    """The arguments every shapes-AV probe takes: checkpoint, --clips, --sigmas, --seed, --dataset-seed, --json."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--clips", type=int, default=clips)
+    parser.add_argument("--sigmas", type=parse_sigmas, default=tuple(sigmas), help="comma-separated noise levels")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    parser.add_argument("--dataset-seed", type=int, default=0, help="seed of the shapes-AV dataset (its default: 0)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def parse_sigmas(text: str) -> list[float]:
+    return [float(s) for s in text.split(",") if s.strip()]
+
+
+def require_demo_codecs(pipeline, what: str) -> None:
+    if pipeline.codecs.family != "demo":
+        raise ValueError(f"the {what} builds shapes-AV clips through the demo codecs; this checkpoint uses "
+                         f"the {pipeline.codecs.family!r} codecs")
+
+
 def _mean_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Mean distance over frames where both tracks have a centroid (NaN when none)."""
     d = np.linalg.norm(a - b, axis=1)
@@ -41,9 +63,7 @@ def probe(pipeline, clips: int = 12, sigmas=DEFAULT_SIGMAS, seed: int = 0, split
     from horse.metrics.shapes_av import detect_shape
     from horse.pipeline.velocity import make_velocity_fn
 
-    if pipeline.codecs.family != "demo":
-        raise ValueError("the denoise probe reads shapes-AV clips through the demo codecs; this checkpoint uses "
-                         f"the {pipeline.codecs.family!r} codecs")
+    require_demo_codecs(pipeline, "denoise probe")
     if clips < 1 or not all(0.0 <= s <= 1.0 for s in sigmas):
         raise ValueError(f"need clips >= 1 and every sigma in [0, 1], got clips={clips}, sigmas={list(sigmas)}")
     if context not in CONTEXTS:
@@ -80,19 +100,12 @@ def probe(pipeline, clips: int = 12, sigmas=DEFAULT_SIGMAS, seed: int = 0, split
 def main(argv: list[str] | None = None) -> int:
     from horse.pipeline.pipeline import Pipeline
 
-    parser = argparse.ArgumentParser(prog="python -m eval.denoise_probe", description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint")
-    parser.add_argument("--clips", type=int, default=12)
-    parser.add_argument("--sigmas", default=",".join(str(s) for s in DEFAULT_SIGMAS))
-    parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
-    parser.add_argument("--dataset-seed", type=int, default=0, help="seed of the shapes-AV dataset (its default: 0)")
+    parser = probe_parser("python -m eval.denoise_probe", __doc__, 12, DEFAULT_SIGMAS)
     parser.add_argument("--context", choices=CONTEXTS, default="none",
                         help="even: keep the even frames clean and score the odd ones")
     parser.add_argument("--static", action="store_true", help="hold each clip's first frame (a still object)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
-    sigmas = [float(s) for s in args.sigmas.split(",") if s.strip()]
-    result = probe(Pipeline(args.checkpoint), args.clips, sigmas, args.seed,
+    result = probe(Pipeline(args.checkpoint), args.clips, args.sigmas, args.seed,
                    dataset_seed=args.dataset_seed, context=args.context, static=args.static)
     if args.json:
         print(json.dumps(result, indent=2))

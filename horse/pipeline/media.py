@@ -56,9 +56,7 @@ def read_video(path: str | Path, height: int, width: int) -> tuple[np.ndarray, f
         raise FileNotFoundError(f"video {path} not found")
     try:
         clip = decode_mp4(path, want_audio=False)
-    except av.FFmpegError as err:
-        raise ValueError(f"cannot read video {path}: {err}") from None
-    except ValueError as err:
+    except (av.FFmpegError, ValueError) as err:
         raise ValueError(f"cannot read video {path}: {err}") from None
     return np.stack([fit_frame(f, height, width) for f in clip.frames]), clip.fps
 
