@@ -62,11 +62,19 @@ def _merge_spans(spans: list[list[int]]) -> list[tuple[int, int]]:
     return merged
 
 
+def frame_window_ranges(num_video: int, num_frames: int, num_total: int, window: int, offset: int = 0):
+    """The release's ``calc_local_qk_range`` for one sample laid out [video | audio | text].
+
+    Video frame i sees video frames i-window..i+window plus all audio and text;
+    audio and text tokens see everything.
+    """
+    return window_ranges(num_video, num_frames, num_total, offset, video_window=window)
+
+
 def window_ranges(num_video: int, num_frames: int, num_total: int, offset: int = 0, *,
                   video_window: int | None = None, audio_frames: list[int] | None = None,
                   audio_window: int = 0):
-    """(q-ranges, k-ranges) of one sample laid out [video | audio | text] with ``num_frames`` video frames;
-    with ``video_window`` alone it is the release's ``calc_local_qk_range``.
+    """(q-ranges, k-ranges) of one sample laid out [video | audio | text] with ``num_frames`` video frames.
 
     ``video_window``: video frame i sees video frames i-w..i+w plus all audio and text (None: everything).
     ``audio_frames``: the video frame at each audio token's time (one entry per audio token); a run of audio
