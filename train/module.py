@@ -123,9 +123,11 @@ class DiTTrainingModule(L.LightningModule):
         opt = self.optimizers()
         sched = self.lr_schedulers()
         world = self.trainer.world_size
+        generators = [self._generator(i) for i in range(len(window))]
+        modes = [self.task.draw_modes(len(micro), g) for micro, g in zip(window, generators)]
         counts = {"video": 0.0, "audio": 0.0}
-        for micro in window:
-            for k, v in count_tokens(micro).items():
+        for micro, micro_modes in zip(window, modes):
+            for k, v in count_tokens(micro, micro_modes).items():
                 counts[k] += v
         totals = torch.tensor([counts["video"], counts["audio"]], dtype=torch.float64)
         if world > 1:
@@ -134,10 +136,10 @@ class DiTTrainingModule(L.LightningModule):
         loss_cfg: LossConfig = self.task.config.loss
         loss_value, metrics_sum, tokens = 0.0, {}, 0
         for i, micro in enumerate(window):
-            g = self._generator(i)
+            g = generators[i]
             micro = [{k: v.to(self.device) for k, v in s.items()} for s in micro]
             with self._accumulation_context(last=i == len(window) - 1):
-                step = self.task.compute(micro, g, routing=self._routing(micro, g))
+                step = self.task.compute(micro, g, routing=self._routing(micro, g), modes=modes[i])
                 loss = combine_loss_terms(step.terms, loss_cfg, total_counts=total_counts, gradient_scale=world)
                 self.manual_backward(loss)
             loss_value += loss.detach().item() / world

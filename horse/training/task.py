@@ -8,9 +8,10 @@ are sums and token counts, so a trainer can divide by counts reduced over
 gradient-accumulation steps and data-parallel ranks (a token-weighted mean per
 modality, never an average of per-rank means).
 
-Randomness, in order, from the one generator: audio posterior samples, caption
-dropout, TI2V then V2A draws, then per shape group ``prepare_flow_inputs`` (levels, then noise),
-then TREAD's token selection.
+Randomness, in order, from the one generator: the TI2V then V2A draws (``draw_modes``; a trainer
+draws them before the forward to count the supervised tokens, then passes them in), audio
+posterior samples, caption dropout, then per shape group ``prepare_flow_inputs`` (levels, then
+noise). A share of 0 draws nothing.
 """
 
 from __future__ import annotations
@@ -40,8 +41,7 @@ class TaskConfig:
     # share of samples trained video-to-audio: the whole video stays clean and unsupervised, so only the
     # audio is learned, from the caption and the finished picture (teaches the sound to follow the video;
     # the sampler's ``audio_after_video`` pass relies on it). A sample drawn for both is V2A. The trainer's
-    # per-modality normaliser (``count_tokens``, known before the forward) counts clean video tokens too, so
-    # TI2V and V2A dilute the video mean as a video weight of about 1 - p would.
+    # per-modality normaliser (``count_tokens`` with the drawn modes) counts supervised tokens only.
     v2a_probability: float = 0.0
 
     def __post_init__(self):
@@ -49,6 +49,13 @@ class TaskConfig:
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"objective.{name} must lie in [0, 1], got {p}")
+
+
+@dataclass(frozen=True)
+class SampleModes:
+    """Per sample of a micro-batch: trained image-to-video (clean first frame) / video-to-audio (clean video)."""
+    ti2v: list[bool]
+    v2a: list[bool]
 
 
 @dataclass
@@ -73,12 +80,13 @@ def sample_token_counts(sample: dict, patch=PATCH) -> tuple[int, int, int]:
     return t // patch[0] * (h // patch[1]) * (w // patch[2]), audio.shape[0], sample["text"].shape[0]
 
 
-def count_tokens(samples: list[dict], ti2v: list[bool] | None = None) -> dict[str, float]:
-    """Supervised tokens per modality of a micro-batch, known before its forward (for count reduction)."""
+def count_tokens(samples: list[dict], modes: SampleModes | None = None) -> dict[str, float]:
+    """Supervised tokens per modality of a micro-batch, known before its forward (for count reduction):
+    a TI2V sample's first latent frame and a V2A sample's whole video are clean, so not counted."""
     counts = {"video": 0.0, "audio": 0.0}
     for i, s in enumerate(samples):
         video = s["video"]
-        clean = 1 if ti2v and ti2v[i] else 0
+        clean = 0 if modes is None else video.shape[1] if modes.v2a[i] else 1 if modes.ti2v[i] else 0
         counts["video"] += (video.shape[1] - clean) * video.shape[2] * video.shape[3]
         audio = s["audio"] if "audio" in s else s["audio_mean"]
         counts["audio"] += audio.shape[0]
@@ -99,21 +107,25 @@ class FlowMatchingTask:
             return [False] * batch_size
         return (torch.rand(batch_size, generator=generator) < p).tolist()
 
-    def draw_ti2v(self, batch_size: int, generator: torch.Generator) -> list[bool]:
-        return self._draw(self.config.ti2v_probability, batch_size, generator)
+    def draw_modes(self, batch_size: int, generator: torch.Generator) -> SampleModes:
+        """The micro-batch's TI2V and V2A draws: the generator's first draws for it (see the module docstring)."""
+        ti2v = self._draw(self.config.ti2v_probability, batch_size, generator)
+        return SampleModes(ti2v, self._draw(self.config.v2a_probability, batch_size, generator))
 
-    def draw_v2a(self, batch_size: int, generator: torch.Generator) -> list[bool]:
-        return self._draw(self.config.v2a_probability, batch_size, generator)
-
-    def compute(self, samples: list[dict], generator: torch.Generator, *, routing=None) -> StepTerms:
+    def compute(self, samples: list[dict], generator: torch.Generator, *, routing=None,
+                modes: SampleModes | None = None) -> StepTerms:
+        """Loss terms of one micro-batch; ``modes`` from ``draw_modes`` on the same generator (drawn here if None)."""
         if not samples:
             raise ValueError("empty micro-batch")
+        if modes is None:
+            modes = self.draw_modes(len(samples), generator)
+        if len(modes.ti2v) != len(samples) or len(modes.v2a) != len(samples):
+            raise ValueError(f"modes are drawn for {len(modes.v2a)} samples, the micro-batch has {len(samples)}")
+        ti2v, v2a = modes.ti2v, modes.v2a
         audio0 = [sample_audio(s, generator) for s in samples]
         texts = [s["text"] for s in samples]
         if self.config.caption_dropout > 0:
             texts, _ = drop_captions(texts, self.null_text, self.config.caption_dropout, generator)
-        ti2v = self.draw_ti2v(len(samples), generator)
-        v2a = self.draw_v2a(len(samples), generator)
         groups: dict[tuple, list[int]] = {}
         for i, s in enumerate(samples):
             groups.setdefault((tuple(s["video"].shape), tuple(audio0[i].shape)), []).append(i)
@@ -151,4 +163,4 @@ class FlowMatchingTask:
         return StepTerms(terms, metrics, packed.num_tokens)
 
 
-__all__ = ["FlowMatchingTask", "TaskConfig", "StepTerms", "count_tokens", "sample_audio", "sample_token_counts"]
+__all__ = ["FlowMatchingTask", "SampleModes", "TaskConfig", "StepTerms", "count_tokens", "sample_audio", "sample_token_counts"]

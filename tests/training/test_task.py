@@ -119,3 +119,27 @@ def test_v2a_share_is_drawn_per_sample_and_validated():
     assert counts <= {k * per_clip for k in range(5)} and len(counts) > 1  # whole clips, a varying number
     with pytest.raises(ValueError, match="v2a_probability must lie in"):
         TaskConfig(v2a_probability=1.5)
+
+
+def test_the_trainer_normaliser_counts_only_supervised_tokens():
+    """count_tokens with the drawn modes equals the loss terms' own counts (clean TI2V / V2A video excluded), and
+    modes drawn before compute continue the generator exactly as compute's own draw does."""
+    from horse.training import count_tokens
+    from horse.training.task import TaskConfig
+    torch.manual_seed(0)
+    task = FlowMatchingTask(DiTModel(DiTConfig(**TINY, video_in_channels=12)),
+                            TaskConfig(ti2v_probability=0.5, v2a_probability=0.5, caption_dropout=0.0))
+    samples, seen = _samples(n=4), set()
+    for seed in range(6):
+        g = torch.Generator().manual_seed(seed)
+        modes = task.draw_modes(len(samples), g)
+        seen.update(zip(modes.ti2v, modes.v2a))
+        out = task.compute(samples, g, modes=modes)
+        counts = count_tokens(samples, modes)
+        assert counts == {k: out.terms[k].count.item() for k in ("video", "audio")}
+        same = task.compute(samples, torch.Generator().manual_seed(seed))
+        assert torch.equal(same.terms["video"].sum, out.terms["video"].sum)
+    assert {(True, False), (False, True), (False, False)} <= seen
+    assert count_tokens(samples)["video"] == 4 * 8 * 4 * 4  # without modes every video token counts
+    with pytest.raises(ValueError, match="modes are drawn for 3 samples"):
+        task.compute(samples, torch.Generator(), modes=task.draw_modes(3, torch.Generator()))
