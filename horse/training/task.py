@@ -11,7 +11,8 @@ modality, never an average of per-rank means).
 Randomness, in order, from the one generator: the TI2V then V2A draws (``draw_modes``; a trainer
 draws them before the forward to count the supervised tokens, then passes them in), audio
 posterior samples, caption dropout, then per shape group ``prepare_flow_inputs`` (levels, then
-noise). A share of 0 draws nothing.
+noise). A share of 0 draws nothing. The trainer draws TREAD's token selection from the same
+generator between the modes and ``compute``.
 """
 
 from __future__ import annotations
@@ -163,4 +164,5 @@ class FlowMatchingTask:
         return StepTerms(terms, metrics, packed.num_tokens)
 
 
-__all__ = ["FlowMatchingTask", "SampleModes", "TaskConfig", "StepTerms", "count_tokens", "sample_audio", "sample_token_counts"]
+__all__ = ["FlowMatchingTask", "SampleModes", "TaskConfig", "StepTerms", "count_tokens", "sample_audio",
+           "sample_token_counts"]

@@ -84,7 +84,8 @@ def test_sampling_with_a_perfect_sample_predictor_lands_on_the_data():
     clean = _samples(n=1)[0]
     velocity = make_velocity_fn(CleanOracle(cfg, [clean]), clean["text"])
     g = torch.Generator().manual_seed(2)
-    video, audio = torch.randn(1, *clean["video"].shape, generator=g), torch.randn(1, *clean["audio"].shape, generator=g)
+    video = torch.randn(1, *clean["video"].shape, generator=g)
+    audio = torch.randn(1, *clean["audio"].shape, generator=g)
     v_video, v_audio = velocity(video, audio, 1.0, 1.0, 0)
     torch.testing.assert_close(video - v_video, clean["video"][None])
     torch.testing.assert_close(audio - v_audio, clean["audio"][None])
