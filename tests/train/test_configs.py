@@ -72,6 +72,18 @@ def test_default_and_demo_experiment_are_the_same_run():
     assert compose_train() == compose_train("+experiment=demo")
 
 
+def test_demo_sync_is_the_default_with_audio_windows_v2a_and_twice_the_steps():
+    from train.app import model_config
+    from train.validation import export_config
+
+    default, sync = compose_train(), compose_train("+experiment=demo_sync")
+    assert sync.trainer.max_steps == 2 * default.trainer.max_steps and sync.optim.total_steps == sync.trainer.max_steps
+    assert sync.objective.v2a_probability == 0.25 and export_config(sync).sampler.audio_after_video
+    dit = model_config(sync)
+    assert dit.audio_attn_layers == tuple(range(dit.num_layers)) and dit.audio_frame_window == 0
+    assert dit.hidden_size == model_config(default).hidden_size  # the same demo DiT otherwise
+
+
 def test_256p_is_the_15b_with_release_codecs_and_declares_its_required_paths():
     cfg = compose_train("+experiment=256p")
     model = meta_model(cfg)
