@@ -81,7 +81,9 @@ def test_demo_sync_is_the_default_with_audio_windows_v2a_and_twice_the_steps():
     assert sync.objective.v2a_probability == 0.25 and export_config(sync).sampler.audio_after_video
     dit = model_config(sync)
     assert dit.audio_attn_layers == tuple(range(dit.num_layers)) and dit.audio_frame_window == 0
-    assert dit.hidden_size == model_config(default).hidden_size  # the same demo DiT otherwise
+    by_hand = compose_train("name=demo_sync", "trainer.max_steps=4800", "objective.v2a_probability=0.25",
+                            "++model.overrides={audio_attn_layers: all, audio_frame_window: 0}")
+    assert sync == by_hand  # nothing else differs from the default run
 
 
 def test_256p_is_the_15b_with_release_codecs_and_declares_its_required_paths():
