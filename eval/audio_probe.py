@@ -17,12 +17,10 @@ near 0 everywhere. The audio probe needs the demo codecs (it builds shapes-AV cl
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import torch
 
-from eval.denoise_probe import probe_parser, require_demo_codecs
+from eval.denoise_probe import require_demo_codecs, run_probe
 
 DEFAULT_SIGMAS = (0.7, 0.9, 1.0)
 PAIRINGS = ("own", "swapped_shown", "swapped_caption")
@@ -80,18 +78,12 @@ def probe(pipeline, clips: int = 16, sigmas=DEFAULT_SIGMAS, seed: int = 0, split
 
 
 def main(argv: list[str] | None = None) -> int:
-    from horse.pipeline.pipeline import Pipeline
+    def report(result, args):
+        print(f"beep-envelope correlation of the one-step audio estimate beside a clean video, {args.clips} clips")
+        for sigma, row in result["sigmas"].items():
+            print(f"sigma {sigma:.2f}: " + ", ".join(f"{p} {row[p]:+.2f}" for p in PAIRINGS))
 
-    args = probe_parser("python -m eval.audio_probe", __doc__, 16, DEFAULT_SIGMAS).parse_args(argv)
-    result = probe(Pipeline(args.checkpoint), args.clips, args.sigmas, args.seed, dataset_seed=args.dataset_seed)
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    print(f"beep-envelope correlation of the one-step audio estimate beside a clean video, {args.clips} clips")
-    for sigma, row in result["sigmas"].items():
-        print(f"sigma {sigma:.2f}: " + ", ".join(f"{p} {row[p]:+.2f}" for p in PAIRINGS))
-    return 0
-
+    return run_probe(argv, "python -m eval.audio_probe", __doc__, 16, DEFAULT_SIGMAS, probe, report)
 
 if __name__ == "__main__":
     raise SystemExit(main())

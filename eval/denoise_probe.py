@@ -34,6 +34,29 @@ def probe_parser(prog: str, doc: str, clips: int, sigmas) -> argparse.ArgumentPa
     return parser
 
 
+def run_probe(argv, prog: str, doc: str, clips: int, sigmas, probe, report) -> int:
+    """The CLI of a probe taking the common arguments: ``probe(pipeline, clips, sigmas, seed, dataset_seed=)``'s
+    result as JSON with ``--json``, else ``report(result, args)`` prints it."""
+    from horse.pipeline.pipeline import Pipeline
+
+    args = probe_parser(prog, doc, clips, sigmas).parse_args(argv)
+    result = probe(Pipeline(args.checkpoint), args.clips, args.sigmas, args.seed, dataset_seed=args.dataset_seed)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        report(result, args)
+    return 0
+
+
+def video_estimate(pipeline, velocity, noisy_video: torch.Tensor, audio: torch.Tensor, sigma: float) -> np.ndarray:
+    """Decoded one-step clean video estimate ``[F, H, W, 3]`` at ``sigma`` (audio at noise 1, no guidance)."""
+    from horse.codecs.demo.video import video_to_frames
+    from horse.diffusion.flow import x0_from_velocity
+
+    v_video, _ = velocity(noisy_video, audio, sigma, 1.0, 0)
+    return video_to_frames(pipeline.codecs.video.decode(x0_from_velocity(noisy_video, sigma, v_video)))[0].numpy()
+
+
 def parse_sigmas(text: str) -> list[float]:
     return [float(s) for s in text.split(",") if s.strip()]
 
@@ -57,9 +80,9 @@ def probe(pipeline, clips: int = 12, sigmas=DEFAULT_SIGMAS, seed: int = 0, split
     of the default shapes-AV dataset drawn with ``dataset_seed``; ``seed`` draws the noise. ``context="even"``
     keeps the even frames clean and scores the odd frames (``static_px`` too); ``static`` holds every clip's first
     frame (``static_px`` is then 0: the all-noisy run is the reference)."""
-    from horse.codecs.demo.video import frames_to_video, video_to_frames
+    from horse.codecs.demo.video import frames_to_video
     from horse.data.shapes import ShapesConfig, make_clip
-    from horse.diffusion.flow import add_noise, correlate_frames, x0_from_velocity
+    from horse.diffusion.flow import add_noise, correlate_frames
     from horse.metrics.shapes_av import detect_shape
     from horse.pipeline.velocity import make_velocity_fn
 
@@ -89,9 +112,8 @@ def probe(pipeline, clips: int = 12, sigmas=DEFAULT_SIGMAS, seed: int = 0, split
             noisy = add_noise(x0, eps, sigma)
             if context == "even":
                 noisy[:, :, 0::2] = x0[:, :, 0::2]
-            v_video, _ = velocity(noisy, audio, sigma, 1.0, 0)
-            estimate = video_to_frames(pipeline.codecs.video.decode(x0_from_velocity(noisy, sigma, v_video)))[0]
-            errors[sigma].append(_mean_distance(detect_shape(estimate.numpy(), config)["centroids"][scored], track))
+            estimate = video_estimate(pipeline, velocity, noisy, audio, sigma)
+            errors[sigma].append(_mean_distance(detect_shape(estimate, config)["centroids"][scored], track))
     return {"clips": clips, "static_px": float(np.nanmean(baseline)), "context": context, "static": static,
             "sigmas": {s: {"error_px": float(np.nanmean(e)) if np.isfinite(e).any() else None,
                            "found": float(np.isfinite(e).mean())} for s, e in errors.items()}}

@@ -15,13 +15,12 @@ a model that follows the caption less than the picture moves less than that.
 
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
 import torch
 
-from eval.denoise_probe import probe_parser, require_demo_codecs
+from eval.denoise_probe import require_demo_codecs, run_probe, video_estimate
 
 DEFAULT_SIGMAS = (0.8, 0.9, 1.0)
 REFERENCE_PATHS = 256  # simulated paths per caption for the caption-implied separation
@@ -56,17 +55,16 @@ def weighted_track(frames: np.ndarray, background) -> np.ndarray:
 
 def mean_path(config, truth: dict, direction: str, rng: np.random.Generator) -> np.ndarray:
     """``[F, 2]`` mean centroid track of ``REFERENCE_PATHS`` clips like ``truth`` moving ``direction``."""
+    from horse.data.shapes.generate import draw_start
     from horse.data.shapes.render import centroid_offset, trajectory
 
     side = truth["size_px"]
-    free = np.array([config.width - side, config.height - side], float)
     low, high = config.speeds[truth["speed"]]
     unit = np.asarray(config.directions[direction], float)
     offset = np.asarray(centroid_offset(truth["shape"], side))
     tracks = []
     for _ in range(REFERENCE_PATHS):
-        start = free / 2 + (rng.uniform(size=2) - 0.5) * config.start_spread * free
-        boxes = trajectory(config, side, start, rng.uniform(low, high) * unit)["boxes"]
+        boxes = trajectory(config, side, draw_start(config, side, rng), rng.uniform(low, high) * unit)["boxes"]
         tracks.append(boxes[:, :2] + offset)
     return np.mean(tracks, axis=0)
 
@@ -80,9 +78,9 @@ def separation(track: np.ndarray, opposite_track: np.ndarray, unit) -> float:
 def probe(pipeline, clips: int = 16, sigmas=DEFAULT_SIGMAS, seed: int = 0, split: str = "test",
           dataset_seed: int = 0) -> dict:
     """``{"clips", "caption_implied_px", "sigmas": {sigma: separation_px}}`` over the first ``clips`` of ``split``."""
-    from horse.codecs.demo.video import frames_to_video, video_to_frames
+    from horse.codecs.demo.video import frames_to_video
     from horse.data.shapes import ShapesConfig, make_clip
-    from horse.diffusion.flow import add_noise, x0_from_velocity
+    from horse.diffusion.flow import add_noise
     from horse.pipeline.velocity import make_velocity_fn
 
     require_demo_codecs(pipeline, "direction probe")
@@ -105,30 +103,21 @@ def probe(pipeline, clips: int = 16, sigmas=DEFAULT_SIGMAS, seed: int = 0, split
         audio = torch.randn((1, layout.num_audio, layout.audio_channels), generator=generator)
         for sigma, rows in found.items():
             noisy = add_noise(x0, eps, sigma)
-            tracks = []
-            for velocity in velocities:
-                v_video, _ = velocity(noisy, audio, sigma, 1.0, 0)
-                estimate = video_to_frames(pipeline.codecs.video.decode(x0_from_velocity(noisy, sigma, v_video)))[0]
-                tracks.append(weighted_track(estimate.numpy(), truth["background_rgb"]))
+            tracks = [weighted_track(video_estimate(pipeline, velocity, noisy, audio, sigma), truth["background_rgb"])
+                      for velocity in velocities]
             rows.append(separation(*tracks, unit))
     return {"clips": clips, "caption_implied_px": float(np.mean(implied)),
             "sigmas": {s: float(np.mean(rows)) for s, rows in found.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
-    from horse.pipeline.pipeline import Pipeline
+    def report(result, args):
+        print(f"separation of the one-step video estimate under the asked and the opposite direction, {args.clips} "
+              f"clips (caption-implied: {result['caption_implied_px']:.2f} px; ignoring the word: 0)")
+        for sigma, value in result["sigmas"].items():
+            print(f"sigma {sigma:.2f}: {value:+.2f} px")
 
-    args = probe_parser("python -m eval.direction_probe", __doc__, 16, DEFAULT_SIGMAS).parse_args(argv)
-    result = probe(Pipeline(args.checkpoint), args.clips, args.sigmas, args.seed, dataset_seed=args.dataset_seed)
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    print(f"separation of the one-step video estimate under the asked and the opposite direction, {args.clips} "
-          f"clips (caption-implied: {result['caption_implied_px']:.2f} px; ignoring the word: 0)")
-    for sigma, value in result["sigmas"].items():
-        print(f"sigma {sigma:.2f}: {value:+.2f} px")
-    return 0
-
+    return run_probe(argv, "python -m eval.direction_probe", __doc__, 16, DEFAULT_SIGMAS, probe, report)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -2,19 +2,9 @@
 
 import numpy as np
 import pytest
-import torch
 
 from eval.direction_probe import main, opposite_direction, probe, separation, swap_direction, weighted_track
 from horse.data.shapes import ShapesConfig, make_clip
-
-
-@pytest.fixture(scope="module")
-def untrained(tmp_path_factory):
-    from horse.pipeline import Pipeline, init_checkpoint
-
-    torch.set_num_threads(1)
-    model = {"preset": "demo", "num_layers": 2, "mm_layers": [0, 1], "gelu7_layers": [0]}
-    return Pipeline(init_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", model=model))
 
 
 def test_every_direction_has_its_opposite():
@@ -50,20 +40,20 @@ def test_weighted_track_finds_a_square_on_its_background():
     assert separation(track[:1], track[1:], (1.0, 0.0)) == pytest.approx(8.0)
 
 
-def test_zero_noise_gives_no_separation_and_the_captions_imply_one(untrained):
+def test_zero_noise_gives_no_separation_and_the_captions_imply_one(tiny_untrained):
     """At sigma 0 both estimates are the clean clip (separation 0 exactly); the two captions' mean paths part."""
-    result = probe(untrained, clips=2, sigmas=[0.0, 1.0])
+    result = probe(tiny_untrained, clips=2, sigmas=[0.0, 1.0])
     assert result["sigmas"][0.0] == 0.0
     assert np.isfinite(result["sigmas"][1.0])
     assert result["caption_implied_px"] > 2.0
 
 
-def test_bad_arguments_are_refused_and_the_cli_prints_every_level(untrained, capsys, monkeypatch):
+def test_bad_arguments_are_refused_and_the_cli_prints_every_level(tiny_untrained, capsys, monkeypatch):
     with pytest.raises(ValueError, match="clips >= 1"):
-        probe(untrained, clips=0)
+        probe(tiny_untrained, clips=0)
     with pytest.raises(ValueError, match="every sigma in"):
-        probe(untrained, clips=1, sigmas=[-0.1])
-    monkeypatch.setattr("horse.pipeline.pipeline.Pipeline", lambda path: untrained)
+        probe(tiny_untrained, clips=1, sigmas=[-0.1])
+    monkeypatch.setattr("horse.pipeline.pipeline.Pipeline", lambda path: tiny_untrained)
     assert main(["unused", "--clips", "1", "--sigmas", "0.5,1.0"]) == 0
     out = capsys.readouterr().out
     assert "sigma 0.50:" in out and "sigma 1.00:" in out and "caption-implied" in out

@@ -36,6 +36,12 @@ def is_held_out_slot(split: str, index: int, config: ShapesConfig) -> bool:
     return math.floor((index + 1) * frac) > math.floor(index * frac)
 
 
+def draw_start(config: ShapesConfig, side: float, rng: np.random.Generator) -> list[float]:
+    """Top-left (x, y) of a ``side``-px box: the middle of its free range, spread by ``config.start_spread``."""
+    free = (config.width - side, config.height - side)
+    return [float(f / 2 + (rng.uniform() - 0.5) * config.start_spread * f) for f in free]
+
+
 def sample_params(config: ShapesConfig, seed: int, split: str, index: int) -> dict:
     """The generating parameters of clip ``index`` of ``split`` (see module docstring)."""
     if split not in SPLITS:
@@ -54,8 +60,7 @@ def sample_params(config: ShapesConfig, seed: int, split: str, index: int) -> di
     background = pick(config.backgrounds)
     speed_px = float(rng.uniform(*config.speeds[speed]))
     side = config.sizes[size]
-    free = (config.width - side, config.height - side)
-    start = [float(f / 2 + (rng.uniform() - 0.5) * config.start_spread * f) for f in free]
+    start = draw_start(config, side, rng)
     template = int(rng.integers(len(CAPTION_TEMPLATES)))
     return {"colour": colour, "shape": shape, "size": size, "direction": direction, "speed": speed,
             "background": background, "speed_px_per_frame": speed_px, "size_px": side,
