@@ -34,13 +34,17 @@ def probe_parser(prog: str, doc: str, clips: int, sigmas) -> argparse.ArgumentPa
     return parser
 
 
-def run_probe(argv, prog: str, doc: str, clips: int, sigmas, probe, report) -> int:
-    """The CLI of a probe taking the common arguments: ``probe(pipeline, clips, sigmas, seed, dataset_seed=)``'s
-    result as JSON with ``--json``, else ``report(result, args)`` prints it."""
+def run_probe(argv, prog: str, doc: str, clips: int, sigmas, probe, report, options: dict | None = None) -> int:
+    """The CLI of a probe taking the common arguments: ``probe(pipeline, clips, sigmas, seed, dataset_seed=, ...)``'s
+    result as JSON with ``--json``, else ``report(result, args)`` prints it. ``options``: the probe's own flags,
+    ``{"--flag": add_argument keywords}``, passed to ``probe`` as keywords under their argparse names."""
     from horse.pipeline.pipeline import Pipeline
 
-    args = probe_parser(prog, doc, clips, sigmas).parse_args(argv)
-    result = probe(Pipeline(args.checkpoint), args.clips, args.sigmas, args.seed, dataset_seed=args.dataset_seed)
+    parser = probe_parser(prog, doc, clips, sigmas)
+    extra = [parser.add_argument(flag, **kwargs).dest for flag, kwargs in (options or {}).items()]
+    args = parser.parse_args(argv)
+    result = probe(Pipeline(args.checkpoint), args.clips, args.sigmas, args.seed, dataset_seed=args.dataset_seed,
+                   **{name: getattr(args, name) for name in extra})
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -120,23 +124,17 @@ def probe(pipeline, clips: int = 12, sigmas=DEFAULT_SIGMAS, seed: int = 0, split
 
 
 def main(argv: list[str] | None = None) -> int:
-    from horse.pipeline.pipeline import Pipeline
+    def report(result, args):
+        print(f"static baseline (object held at its mean position): {result['static_px']:.2f} px over {args.clips} "
+              "clips")
+        for sigma, row in result["sigmas"].items():
+            error = "none found" if row["error_px"] is None else f"{row['error_px']:.2f} px"
+            print(f"sigma {sigma:.2f}: centroid error {error} (object found in {row['found']:.0%} of clips)")
 
-    parser = probe_parser("python -m eval.denoise_probe", __doc__, 12, DEFAULT_SIGMAS)
-    parser.add_argument("--context", choices=CONTEXTS, default="none",
-                        help="even: keep the even frames clean and score the odd ones")
-    parser.add_argument("--static", action="store_true", help="hold each clip's first frame (a still object)")
-    args = parser.parse_args(argv)
-    result = probe(Pipeline(args.checkpoint), args.clips, args.sigmas, args.seed,
-                   dataset_seed=args.dataset_seed, context=args.context, static=args.static)
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    print(f"static baseline (object held at its mean position): {result['static_px']:.2f} px over {args.clips} clips")
-    for sigma, row in result["sigmas"].items():
-        error = "none found" if row["error_px"] is None else f"{row['error_px']:.2f} px"
-        print(f"sigma {sigma:.2f}: centroid error {error} (object found in {row['found']:.0%} of clips)")
-    return 0
+    options = {"--context": dict(choices=CONTEXTS, default="none",
+                                 help="even: keep the even frames clean and score the odd ones"),
+               "--static": dict(action="store_true", help="hold each clip's first frame (a still object)")}
+    return run_probe(argv, "python -m eval.denoise_probe", __doc__, 12, DEFAULT_SIGMAS, probe, report, options)
 
 
 if __name__ == "__main__":

@@ -119,5 +119,6 @@ def main(argv: list[str] | None = None) -> int:
 
     return run_probe(argv, "python -m eval.direction_probe", __doc__, 16, DEFAULT_SIGMAS, probe, report)
 
+
 if __name__ == "__main__":
     raise SystemExit(main())

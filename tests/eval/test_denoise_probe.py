@@ -1,5 +1,6 @@
 """eval.denoise_probe on an untrained demo checkpoint: exact at zero noise, lost at high noise, bad input refused."""
 
+import json
 import math
 
 import pytest
@@ -41,6 +42,9 @@ def test_cli_prints_every_level(untrained, capsys):
     assert main([str(untrained), "--clips", "1", "--sigmas", "0,0.5"]) == 0
     out = capsys.readouterr().out
     assert "static baseline" in out and "sigma 0.00" in out and "sigma 0.50" in out
+    assert main([str(untrained), "--clips", "1", "--sigmas", "0.5", "--context", "even", "--static", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["context"] == "even" and result["static"] is True
 
 
 def test_even_context_feeds_clean_even_frames_and_scores_the_odd_ones(untrained, monkeypatch):
