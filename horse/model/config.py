@@ -51,6 +51,12 @@ class DiTConfig:
     # has only RoPE (relative) and no timestep input: a token learns where and when it is only through
     # attention. On the CPU demo it changed nothing measurable (README's results).
     video_position_embedding: bool = False
+    # Modulate every layer's normalised inputs by the sample's mean caption embedding (DiT's adaLN: x*(1+scale)
+    # + shift, per layer, zero-initialised, so a fresh model computes what the release does). The release has no
+    # conditioning branch: text reaches the video only through joint attention, so a word that must change
+    # *where* the object is at each time (a product of the word and each token's place) is read late. This path
+    # multiplies the caption into every token's features. Not in the official checkpoints.
+    caption_modulation: bool = False
     audio_in_channels: int = 64
     text_in_channels: int = 3584
     enable_attn_gating: bool = True

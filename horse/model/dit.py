@@ -33,6 +33,17 @@ class ForwardContext:
     # per-sample masks of the audio-window layers (DiTConfig.audio_attn_layers), keyed by whether the layer
     # is also local
     audio_local: dict[bool, list[torch.Tensor]] = field(default_factory=dict)
+    # DiTConfig.caption_modulation: each sample's caption embedding [B, D], each token's sample [N], and the
+    # latter split like the modality-sorted rows that ``groups.apply`` hands out
+    caption: torch.Tensor | None = None
+    sample_index: torch.Tensor | None = None
+    sample_chunks: list[torch.Tensor] | None = None
+
+    def set_caption(self, caption: torch.Tensor, sample_index: torch.Tensor) -> "ForwardContext":
+        g = self.groups
+        self.caption, self.sample_index = caption, sample_index
+        self.sample_chunks = list((sample_index if g.sorted else sample_index[g.perm]).split(g.counts))
+        return self
 
 
 @dataclass
@@ -56,6 +67,15 @@ class DiTOutput:
     hidden_states: list[torch.Tensor] = field(default_factory=list)
 
 
+def modulate(normed: torch.Tensor, mod: torch.Tensor | None, ctx: ForwardContext, j: int) -> torch.Tensor:
+    """adaLN: ``normed * (1 + scale) + shift`` for the rows of modality ``j``, with ``mod = [shift | 1 + scale]``
+    per sample ``[B, 2D]`` (None: unchanged)."""
+    if mod is None:
+        return normed
+    shift, gain = mod.index_select(0, ctx.sample_chunks[j]).chunk(2, dim=1)
+    return torch.addcmul(shift, normed, gain)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: DiTConfig, layer: int):
         super().__init__()
@@ -68,18 +88,19 @@ class Attention(nn.Module):
         self.q_norm = MultiModalityRMSNorm(cfg.head_dim, m, cfg.norm_eps)
         self.k_norm = MultiModalityRMSNorm(cfg.head_dim, m, cfg.norm_eps)
 
-    def _qkv(self, j: int, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def _qkv(self, j: int, x: torch.Tensor, ctx: ForwardContext, mod: torch.Tensor | None) -> torch.Tensor:
         c = self.cfg
-        qkv = self.linear_qkv(self.pre_norm(x, j), j, dtype).float()
+        qkv = self.linear_qkv(modulate(self.pre_norm(x, j), mod, ctx, j), j, ctx.policy.matmul_dtype).float()
         nq, nk = c.num_heads_q * c.head_dim, c.num_heads_kv * c.head_dim
         q, k, rest = qkv.split([nq, nk, qkv.shape[1] - nq - nk], dim=1)
         q = self.q_norm(q.unflatten(1, (c.num_heads_q, c.head_dim)), j)
         k = self.k_norm(k.unflatten(1, (c.num_heads_kv, c.head_dim)), j)
         return torch.cat([q.flatten(1), k.flatten(1), rest], 1)
 
-    def forward(self, x: torch.Tensor, ctx: ForwardContext, post_norm: MultiModalityRMSNorm | None):
+    def forward(self, x: torch.Tensor, ctx: ForwardContext, post_norm: MultiModalityRMSNorm | None,
+                mod: torch.Tensor | None = None):
         c, dtype = self.cfg, ctx.policy.matmul_dtype
-        qkv = ctx.groups.apply(x, lambda j, rows: self._qkv(j, rows, dtype))
+        qkv = ctx.groups.apply(x, lambda j, rows: self._qkv(j, rows, ctx, mod))
         nq, nk = c.num_heads_q * c.head_dim, c.num_heads_kv * c.head_dim
         q, k, v, gate = qkv.split([nq, nk, nk, qkv.shape[1] - nq - 2 * nk], dim=1)
         q = apply_rope(q.unflatten(1, (c.num_heads_q, c.head_dim)), ctx.rope)
@@ -114,11 +135,12 @@ class MLP(nn.Module):
         self.up_gate_proj = ExpertLinear(cfg.hidden_size, up, m)
         self.down_proj = ExpertLinear(inner, cfg.hidden_size, m)
 
-    def forward(self, x: torch.Tensor, ctx: ForwardContext, post_norm: MultiModalityRMSNorm | None):
+    def forward(self, x: torch.Tensor, ctx: ForwardContext, post_norm: MultiModalityRMSNorm | None,
+                mod: torch.Tensor | None = None):
         dtype, act = ctx.policy.matmul_dtype, ACTIVATION_FNS[self.activation]
 
         def mlp(j, rows):
-            u = self.up_gate_proj(self.pre_norm(rows, j), j, dtype).float()
+            u = self.up_gate_proj(modulate(self.pre_norm(rows, j), mod, ctx, j), j, dtype).float()
             y = self.down_proj(act(u), j, dtype).float()
             return post_norm(y, j) if post_norm is not None else y
         return ctx.groups.apply(x, mlp)
@@ -136,10 +158,19 @@ class TransformerLayer(nn.Module):
             self.mlp_post_norm = MultiModalityRMSNorm(cfg.hidden_size, m, cfg.norm_eps)
         else:
             self.attn_post_norm = self.mlp_post_norm = None
+        # [shift | scale] of the attention's and the MLP's normalised input, from the caption embedding
+        self.caption_modulation = (nn.Linear(cfg.hidden_size, 4 * cfg.hidden_size)
+                                   if cfg.caption_modulation else None)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        x = x + self.attention(x, ctx, self.attn_post_norm)
-        return x + self.mlp(x, ctx, self.mlp_post_norm)
+        attn_mod = mlp_mod = None
+        if self.caption_modulation is not None:
+            # per sample ([B, 2D] each: shift | 1 + scale); modulate() gathers the rows of each token's sample
+            m = self.caption_modulation(ctx.caption).unflatten(1, (4, -1))
+            m = torch.cat([m[:, 0::2], m[:, 1::2] + 1], 1)  # shift_attn, shift_mlp, gain_attn, gain_mlp
+            attn_mod, mlp_mod = m[:, 0::2].flatten(1), m[:, 1::2].flatten(1)
+        x = x + self.attention(x, ctx, self.attn_post_norm, attn_mod)
+        return x + self.mlp(x, ctx, self.mlp_post_norm, mlp_mod)
 
 
 class TransformerBlock(nn.Module):
@@ -159,6 +190,18 @@ class Adapter(nn.Module):
         self.embedders = (self.video_embedder, self.audio_embedder, self.text_embedder)
         self.video_position = (nn.Linear(6 * (cfg.head_dim // 8), cfg.hidden_size, bias=False)
                                if cfg.video_position_embedding else None)
+        self.caption_embedder = nn.Linear(cfg.hidden_size, cfg.hidden_size) if cfg.caption_modulation else None
+
+    def caption(self, h: torch.Tensor, modality: torch.Tensor, seqlens: list[int]) -> tuple[torch.Tensor,
+                                                                                          torch.Tensor]:
+        """``(SiLU(linear(mean embedded text token)) [B, D], sample of each token [N])``; a sample without
+        text tokens gets the embedding of a zero mean."""
+        sample = torch.repeat_interleave(torch.arange(len(seqlens), device=h.device),
+                                         torch.tensor(seqlens, device=h.device))
+        text = (modality == TEXT).to(h.dtype)
+        sums = h.new_zeros(len(seqlens), h.shape[1]).index_add_(0, sample, h * text[:, None])
+        counts = h.new_zeros(len(seqlens)).index_add_(0, sample, text).clamp_(min=1)
+        return nn.functional.silu(self.caption_embedder(sums / counts[:, None])), sample
 
     def forward(self, x: torch.Tensor, groups: ModalityGroups, coords: torch.Tensor) -> torch.Tensor:
         x = x.float()
@@ -277,6 +320,8 @@ class DiTModel(nn.Module):
                              self._audio_masks(coords, modality, seqlens, local_window) if cfg.audio_attn_layers
                              else {})
         h = self.adapter(x, groups, coords)
+        if cfg.caption_modulation:
+            ctx.set_caption(*self.adapter.caption(h, modality, seqlens))
         result = DiTOutput(out=h, adapter=h if return_intermediates else None,
                            rope=rope if return_intermediates else None)
         full, full_ctx = None, ctx
@@ -302,8 +347,9 @@ class DiTModel(nn.Module):
         kept_per_sample = [int(keep[a:b].sum()) for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
         if min(kept_per_sample) == 0:
             raise ValueError("TREAD routing must keep at least one token of every sample")
-        return ForwardContext(ModalityGroups(modality[keep]), ctx.rope[keep], kept_per_sample, None, ctx.policy,
-                              ctx.attention_backend)
+        routed = ForwardContext(ModalityGroups(modality[keep]), ctx.rope[keep], kept_per_sample, None, ctx.policy,
+                                ctx.attention_backend)
+        return routed if ctx.caption is None else routed.set_caption(ctx.caption, ctx.sample_index[keep])
 
     def _head(self, j: int, rows: torch.Tensor) -> torch.Tensor:
         width = self.config.out_channels

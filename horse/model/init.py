@@ -20,7 +20,7 @@ from .layers import ExpertLinear, MultiModalityRMSNorm
 from .rope import ElementWiseFourierEmbed
 
 RESIDUAL_WRITERS = ("linear_proj", "down_proj", "final_linear_video", "final_linear_audio")
-ZERO_INIT = ("video_position",)  # options outside the release start as a no-op
+ZERO_INIT = ("video_position", "caption_modulation")  # options outside the release start as a no-op
 
 
 @torch.no_grad()
@@ -30,6 +30,8 @@ def init_weights(model: nn.Module, generator: torch.Generator | None = None) -> 
         leaf = name.rsplit(".", 1)[-1]
         if leaf in ZERO_INIT:
             module.weight.zero_()
+            if getattr(module, "bias", None) is not None:
+                module.bias.zero_()
         elif isinstance(module, (ExpertLinear, nn.Linear)):
             std = module.weight.shape[1] ** -0.5 * (depth_scale if leaf in RESIDUAL_WRITERS else 1.0)
             w = module.weight
