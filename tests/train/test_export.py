@@ -100,7 +100,8 @@ def test_model_card_records_data_steps_losses_and_weights(run_dir, tmp_path):
     assert datetime.fromisoformat(card["export"]["time"]) >= before.replace(microsecond=0)
     assert card["export"]["horse_version"] and card["export"]["checkpoint"] == "checkpoints/step-4"
     assert card["description"] == "horse demo DiT trained on shapes-AV"  # the codec config's card, kept
-    assert config["model"] == {"preset": "demo", **TINY_MODEL}
+    assert config["model"] == {"preset": "demo", "caption_modulation": True, "video_position_embedding": True,
+                               **TINY_MODEL}  # the demo config's own overrides, merged with the test's
 
 
 def _copy_run(run_dir: Path, dst: Path, validation: dict | None = None, ema: bool = True) -> Path:
