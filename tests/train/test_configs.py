@@ -72,7 +72,7 @@ def test_default_and_demo_experiment_are_the_same_run():
     assert compose_train() == compose_train("+experiment=demo")
 
 
-def test_demo_sync_is_the_default_with_audio_windows_v2a_and_twice_the_steps():
+def test_demo_sync_is_the_release_conditioned_default_with_audio_windows_v2a_and_twice_the_steps():
     from train.app import model_config
     from train.validation import export_config
 
@@ -81,8 +81,10 @@ def test_demo_sync_is_the_default_with_audio_windows_v2a_and_twice_the_steps():
     assert sync.objective.v2a_probability == 0.25 and export_config(sync).sampler.audio_after_video
     dit = model_config(sync)
     assert dit.audio_attn_layers == tuple(range(dit.num_layers)) and dit.audio_frame_window == 0
+    assert not dit.caption_modulation and not dit.video_position_embedding  # as its results were measured
     by_hand = compose_train("name=demo_sync", "trainer.max_steps=4800", "objective.v2a_probability=0.25",
-                            "++model.overrides={audio_attn_layers: all, audio_frame_window: 0}")
+                            "++model.overrides={caption_modulation: false, video_position_embedding: false, "
+                            "audio_attn_layers: all, audio_frame_window: 0}")
     assert sync == by_hand  # nothing else differs from the default run
 
 
