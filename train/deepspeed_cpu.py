@@ -17,6 +17,11 @@ and adds what the training module needs from the engine:
 
 Precision has one owner: the config never enables DeepSpeed's fp16/bf16.
 
+Start-up: DeepSpeed's CPU backend JIT-compiles a shared-memory all-reduce op
+(``deepspeed_shm_comm``) on every fresh machine. Only its inference all-reduce uses it (ZeRO's
+collectives go through gloo), so the CPU path marks it unavailable: no minute of g++ per machine,
+and no start-up that waits forever on the build lock of a compile that was killed.
+
 Optimizer: the module's torch AdamW, the same maths under every strategy (so losses
 match DDP's to rounding). With ``offload`` the optimizer step runs on the host, where
 DeepSpeed's vectorised ``DeepSpeedCPUAdam`` (same AdamW update, same param groups) is
@@ -41,6 +46,8 @@ log = logging.getLogger(__name__)
 ZERO_STAGES = (2, 3)
 # engine progress lines every N steps: effectively never (Lightning's bar and loggers report progress)
 STEPS_PER_PRINT = 10 ** 9
+# a JIT build lock older than this was left by a killed compile (a build takes a minute or two)
+STALE_BUILD_LOCK_S = 15 * 60
 
 
 def extensions_dir() -> str:
@@ -49,6 +56,34 @@ def extensions_dir() -> str:
 
     default = str(cache_root() / "torch_extensions")
     return os.environ.setdefault("TORCH_EXTENSIONS_DIR", default)
+
+
+def clear_stale_build_lock(op_name: str, max_age_s: float = STALE_BUILD_LOCK_S) -> None:
+    """Remove the build lock a killed JIT compile of ``op_name`` left behind.
+
+    torch's extension loader waits, silently and forever, for that lock file to go; a lock this old
+    belongs to no live build."""
+    import time
+    from pathlib import Path
+
+    lock = Path(extensions_dir()) / op_name / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > max_age_s:
+        log.warning("removing %s: a build lock %.0f min old, left by a killed compile of %s", lock, age / 60, op_name)
+        lock.unlink(missing_ok=True)
+    else:
+        log.info("%s is being compiled by another process (lock %s); waiting for it", op_name, lock)
+
+
+def skip_shm_comm_op() -> None:
+    """Tell DeepSpeed's CPU backend its shared-memory all-reduce op is unavailable (see module docstring)."""
+    import deepspeed.ops
+    from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
+
+    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -148,6 +183,7 @@ class HorseDeepSpeedStrategy(DeepSpeedStrategy):
 
         reset_seed()
         self.set_world_ranks()
+        skip_shm_comm_op()
         self._init_deepspeed_distributed()
 
     def _setup_model_and_optimizer(self, model, optimizer, lr_scheduler=None):
@@ -191,10 +227,11 @@ class HorseDeepSpeedStrategy(DeepSpeedStrategy):
 def _to_cpu_adam(optimizer, scheduler_cfg):
     """The same AdamW (groups, lr, betas, eps, decay) as DeepSpeed's CPU Adam, with its LambdaLR rebuilt on it."""
     from deepspeed.ops.adam import DeepSpeedCPUAdam
+    from deepspeed.ops.op_builder.cpu import CPUAdamBuilder
 
     if not isinstance(optimizer, torch.optim.AdamW):
         raise ValueError(f"offload with CPU Adam replaces a torch AdamW, got {type(optimizer).__name__}")
-    extensions_dir()
+    clear_stale_build_lock(CPUAdamBuilder.NAME)
     d = optimizer.defaults
     groups = [{k: v for k, v in g.items() if k in ("params", "lr", "weight_decay", "betas", "eps", "initial_lr")}
               for g in optimizer.param_groups]

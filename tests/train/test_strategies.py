@@ -109,6 +109,9 @@ def test_sharded_strategy_matches_ddp_and_shards_ema(runs, name):
 def test_deepspeed_zero2_matches_ddp(runs):
     check_matches_ddp(runs, "deepspeed_zero2")
     check_ema_checkpoint(runs, "deepspeed_zero2")
+    # no JIT compile at start-up: DeepSpeed's shared-memory op (unused by training) is not built
+    log = (runs("deepspeed_zero2").parent / "deepspeed_zero2.log").read_text()
+    assert "shm_comm" not in log
 
 
 @pytest.mark.slow
@@ -120,6 +123,24 @@ def test_deepspeed_offload_with_cpu_adam_matches_ddp(runs, name):
 
 
 # ---- in-process checks of the strategy set-up (no processes launched) ------------------------------
+
+def test_a_killed_compiles_build_lock_is_removed_and_a_live_one_kept(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from train.deepspeed_cpu import STALE_BUILD_LOCK_S, clear_stale_build_lock
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    lock = tmp_path / "cpu_adam" / "lock"
+    lock.parent.mkdir()
+    lock.touch()
+    clear_stale_build_lock("cpu_adam")
+    assert lock.exists()  # a build in progress: wait for it
+    old = time.time() - STALE_BUILD_LOCK_S - 60
+    os.utime(lock, (old, old))
+    clear_stale_build_lock("cpu_adam")
+    assert not lock.exists()
+    clear_stale_build_lock("cpu_adam")  # no lock: nothing to do
+
 
 def test_deepspeed_config_is_fp32_zero_with_one_clipping_owner():
     from train.deepspeed_cpu import deepspeed_config
