@@ -266,7 +266,10 @@ def _build_cache(urls, out: Path, bundle, cfg, inputs, digest, latent_dtype, max
     def encoded():
         if workers > 0:
             import multiprocessing as mp
-            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            # Not "fork": a forked worker inherits the parent's library thread pools without their threads
+            # (PyAV's swscale slice threads, after an in-process decode, hang the child's first frame).
+            # The forkserver's workers start from a clean process; the bundle is pickled to each.
+            ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
             with ctx.Pool(workers, _worker_init, (bundle, cfg, latent_dtype, digest)) as pool:
                 for sample, counts in pool.imap(_worker_encode, iter_raw_samples(urls, decoder.counters),
                                                 chunksize=8):

@@ -122,6 +122,11 @@ def _classify_shape(fill: float, skew: float, shapes, settings: ScorerSettings) 
     return min(symmetric, key=lambda s: abs(SHAPE_FILL[s] - fill))
 
 
+def _finite_or_none(value: float | None) -> float | None:
+    """A JSON-safe number: None for a missing or non-finite value."""
+    return round(float(value), 4) if value is not None and math.isfinite(value) else None
+
+
 def _fill_gaps(track: np.ndarray) -> np.ndarray | None:
     """Linear interpolation over frames without a shape; None with fewer than two frames showing it."""
     ok = np.isfinite(track[:, 0])
@@ -305,6 +310,9 @@ def score_clip(frames: np.ndarray, audio: np.ndarray | None, sample_rate: int | 
     detected = {
         "shape_found": shape["found"], "colour": shape["colour"], "colour_rgb": shape["colour_rgb"],
         "shape": shape["shape"], "size": shape["size"], "side_px": shape["side_px"],
+        # what the shape call rests on: area / bounding box (SHAPE_FILL) and the row profile's skewness
+        "fill_ratio": _finite_or_none(shape.get("fill_ratio")),
+        "vertical_skew": _finite_or_none(shape.get("vertical_skew")),
         "direction": motion["direction"], "mean_speed_px": motion["mean_speed_px"],
         "bounce_frames": motion["bounce_frames"], "onset_times_s": [round(float(t), 4) for t in onsets],
         "track_px": [[round(float(v), 2) for v in c] for c in shape["centroids"]] if shape["found"] else None,

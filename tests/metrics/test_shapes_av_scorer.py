@@ -8,7 +8,8 @@ import pytest
 from horse.data.av_io import decode_mp4, encode_mp4
 from horse.data.shapes import ShapesConfig, make_clip, parse_caption, render_clip, sample_params
 from horse.data.shapes.render import bounce_audio
-from horse.metrics.shapes_av import SCORES, detect_onsets, detect_pitch, match_events, score_clip, track_jitter
+from horse.metrics.shapes_av import (SCORES, SHAPE_FILL, detect_onsets, detect_pitch, match_events, score_clip,
+                                     track_jitter)
 from horse.metrics.stats import summarise_scores
 
 CONFIG = ShapesConfig()
@@ -56,6 +57,13 @@ def test_real_clips_score_at_the_ceiling(clips):
         # audio is on the video clock after decoding (AAC priming dropped): onsets within 10 ms of the tones
         np.testing.assert_allclose(result["detected"]["onset_times_s"], truth["tone_onsets_s"], atol=0.010)
         assert abs(result["detected"]["side_px"] - truth["size_px"]) < 0.5
+        # the evidence behind the shape call is reported: area / bounding box and the row profile's skewness
+        fill, skew = result["detected"]["fill_ratio"], result["detected"]["vertical_skew"]
+        if parse_caption(truth["caption"])["shape"] == "triangle":
+            assert fill < 0.7 and skew < -0.4  # apex up: mass low in the box
+        else:
+            assert fill == pytest.approx(SHAPE_FILL[parse_caption(truth["caption"])["shape"]], abs=0.05)
+            assert abs(skew) < 0.1
 
 
 def test_visual_bounces_and_direction_match_the_renderer():
