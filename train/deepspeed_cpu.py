@@ -72,7 +72,8 @@ def clear_stale_build_lock(op_name: str, max_age_s: float = STALE_BUILD_LOCK_S) 
     except FileNotFoundError:
         return
     if age > max_age_s:
-        log.warning("removing %s: a build lock %.0f min old, left by a killed compile of %s", lock, age / 60, op_name)
+        log.warning("removing %s: a build lock %.0f min old, left by a killed compile of %s",
+                    lock, age / 60, op_name)
         lock.unlink(missing_ok=True)
     else:
         log.info("%s is being compiled by another process (lock %s); waiting for it", op_name, lock)

@@ -36,7 +36,7 @@ from scipy.signal import hilbert
 
 from horse.data.shapes.config import ShapesConfig
 from horse.data.shapes.render import centroid_offset, motion_score
-from horse.metrics.stats import ScoreSpec
+from horse.metrics.stats import ScoreSpec, finite_or_none
 
 SHAPE_FILL = {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5}  # area / bounding-box area
 SYNC_TOLERANCE_FRAMES = 1  # an onset matches a bounce within +-1 video frame
@@ -120,11 +120,6 @@ def _classify_shape(fill: float, skew: float, shapes, settings: ScorerSettings) 
         return "triangle"
     symmetric = [s for s in shapes if s != "triangle"] or list(shapes)
     return min(symmetric, key=lambda s: abs(SHAPE_FILL[s] - fill))
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    """A JSON-safe number: None for a missing or non-finite value."""
-    return round(float(value), 4) if value is not None and math.isfinite(value) else None
 
 
 def _fill_gaps(track: np.ndarray) -> np.ndarray | None:
@@ -311,8 +306,8 @@ def score_clip(frames: np.ndarray, audio: np.ndarray | None, sample_rate: int | 
         "shape_found": shape["found"], "colour": shape["colour"], "colour_rgb": shape["colour_rgb"],
         "shape": shape["shape"], "size": shape["size"], "side_px": shape["side_px"],
         # what the shape call rests on: area / bounding box (SHAPE_FILL) and the row profile's skewness
-        "fill_ratio": _finite_or_none(shape.get("fill_ratio")),
-        "vertical_skew": _finite_or_none(shape.get("vertical_skew")),
+        "fill_ratio": finite_or_none(shape.get("fill_ratio")),
+        "vertical_skew": finite_or_none(shape.get("vertical_skew")),
         "direction": motion["direction"], "mean_speed_px": motion["mean_speed_px"],
         "bounce_frames": motion["bounce_frames"], "onset_times_s": [round(float(t), 4) for t in onsets],
         "track_px": [[round(float(v), 2) for v in c] for c in shape["centroids"]] if shape["found"] else None,

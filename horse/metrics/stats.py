@@ -64,7 +64,10 @@ def summarise_scores(clips: list[dict], specs: dict[str, ScoreSpec], confidence:
             for name, spec in specs.items()}
 
 
-def _finite(value) -> float | None:
+def finite_or_none(value) -> float | None:
+    """A JSON-safe number: None for a missing or non-finite value."""
+    if value is None:
+        return None
     value = float(value)
     return value if math.isfinite(value) else None
 
@@ -87,8 +90,8 @@ def statistic(kind: str, values) -> float | None:
         return None
     if kind == "pearson":
         _check_pairs(values)
-        return _finite(_pearson(values[:, 0], values[:, 1]))
-    return _finite(values.mean())
+        return finite_or_none(_pearson(values[:, 0], values[:, 1]))
+    return finite_or_none(values.mean())
 
 
 def _check_pairs(values: np.ndarray) -> None:
@@ -121,7 +124,7 @@ def pearson_interval(x, y, confidence: float = CONFIDENCE) -> tuple[float | None
     if len(x) < 4 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return None, None
     ci = stats.pearsonr(x, y).confidence_interval(confidence_level=confidence)
-    return _finite(ci.low), _finite(ci.high)
+    return finite_or_none(ci.low), finite_or_none(ci.high)
 
 
 def summarise(kind: str, values, confidence: float = CONFIDENCE) -> dict:
@@ -188,4 +191,5 @@ def compare_paired(kind: str, a, b, confidence: float = CONFIDENCE, seed: int = 
         low, high = np.nanquantile(boot, [alpha, 1 - alpha]) if np.isfinite(boot).any() else (np.nan, np.nan)
         test = stats.permutation_test(perm_data, perm_stat, permutation_type="samples", vectorized=True,
                                       n_resamples=PERMUTATION_RESAMPLES, alternative="two-sided", rng=rng)
-    return {"difference": vb - va, "ci": [_finite(low), _finite(high)], "p_value": _finite(test.pvalue), "n": n}
+    return {"difference": vb - va, "ci": [finite_or_none(low), finite_or_none(high)],
+            "p_value": finite_or_none(test.pvalue), "n": n}
