@@ -56,8 +56,9 @@ def test_results_json_states_scores_chance_ceiling_and_provenance(first_run, che
         assert jitter["ceiling"] < 1.0 < jitter["chance"] and not jitter["higher_is_better"]
     settings = results["settings"]
     from horse.pipeline import demo_checkpoint_config
-    default_shift = demo_checkpoint_config().sampler.shift  # the suite leaves shift to the checkpoint
-    assert settings["sampler"] == {"sampler": "unipc", "steps": 2, "shift": default_shift, "audio_after_video": False}
+    defaults = demo_checkpoint_config().sampler  # the suite leaves the sampler and its shift to the checkpoint
+    assert settings["sampler"] == {"sampler": defaults.name, "steps": 2, "shift": defaults.shift,
+                                   "audio_after_video": False}
     assert settings["mode"] == "t2v"
     assert settings["clips"] == CI_CLIPS
     assert results["config"]["suite"]["name"] == "shapes_av"
@@ -126,7 +127,7 @@ def test_run_names_and_bad_configs(tmp_path):
     register_resolvers()
     with initialize_config_dir(config_dir=str(REPO / "configs" / "eval"), version_base=None):
         cfg = compose("eval", overrides=["suite=shapes_av", "size=ci"])
-        assert cfg.size.clips == CI_CLIPS and cfg.suite.generate.sampler == "unipc"
+        assert cfg.size.clips == CI_CLIPS and cfg.suite.generate.sampler is None
         with pytest.raises(ValueError, match="no checkpoint given"):
             run(cfg, tmp_path)
         from eval.suites import load_suite

@@ -53,6 +53,13 @@ def test_experiment_composes_and_its_model_instantiates(experiment):
         assert export_config(cfg).dit_config() == model.config  # what export writes builds the same DiT
 
 
+def test_default_run_exports_the_demo_checkpoints_sampler():
+    """configs/codec/demo.yaml and horse's demo_checkpoint_config state the same sampler defaults."""
+    from horse.pipeline import demo_checkpoint_config
+    from train.validation import export_config
+    assert export_config(compose_train()).sampler == demo_checkpoint_config().sampler
+
+
 def test_export_samples_audio_after_video_when_the_run_trained_v2a():
     from train.validation import export_config
     assert not export_config(compose_train()).sampler.audio_after_video
