@@ -96,7 +96,8 @@ class DiTTrainingModule(L.LightningModule):
         opt = build_optimizer(self.model, lr=c["lr"], weight_decay=c.get("weight_decay", 0.0),
                               betas=tuple(c.get("betas", (0.9, 0.999))), eps=c.get("eps", 1e-8))
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lr_lambda(c.get("warmup_steps", 0), c["total_steps"], c.get("min_lr_ratio", 0.1)))
+            opt, lr_lambda(c.get("warmup_steps", 0), c["total_steps"], c.get("min_lr_ratio", 0.1),
+                           c.get("cosine_ends") or ()))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ---- randomness -----------------------------------------------------

@@ -26,14 +26,27 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0, beta
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps, **kwargs)
 
 
-def lr_lambda(warmup_steps: int, total_steps: int, min_ratio: float = 0.1):
-    """Linear warmup to 1, then cosine decay to ``min_ratio`` at ``total_steps``."""
+def lr_lambda(warmup_steps: int, total_steps: int, min_ratio: float = 0.1, cosine_ends=()):
+    """Linear warmup to 1, then cosine decay to ``min_ratio`` at ``total_steps``.
+
+    ``cosine_ends``: earlier steps where a cosine ends. Up to the first (inclusive), the rate decays as if the
+    run ended there; after each end, it follows the cosine that ends at the next one (``total_steps`` last),
+    which jumps back up to where that longer cosine stands and decays again. This is exactly the schedule of a
+    finished run resumed with a larger ``total_steps`` (whose first resumed step still uses the rate the finished
+    run's scheduler last set). Ends at or beyond ``total_steps`` do not apply (the run stops first).
+    """
     if total_steps <= 0:
         raise ValueError(f"total_steps must be positive, got {total_steps}")
+    ends = sorted(int(end) for end in cosine_ends if int(end) < total_steps)
+    if ends and ends[0] <= warmup_steps:
+        raise ValueError(f"every cosine end must come after the warmup ({warmup_steps} steps), got {ends[0]}; "
+                         "set optim.cosine_ends to later steps or shorten optim.warmup_steps")
+    ends.append(total_steps)
 
     def factor(step: int) -> float:
         if warmup_steps and step < warmup_steps:
             return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        end = next((e for e in ends if step <= e), total_steps)
+        progress = min(1.0, (step - warmup_steps) / max(1, end - warmup_steps))
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return factor
