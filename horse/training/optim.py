@@ -39,8 +39,8 @@ def lr_lambda(warmup_steps: int, total_steps: int, min_ratio: float = 0.1, cosin
         raise ValueError(f"total_steps must be positive, got {total_steps}")
     ends = sorted(int(end) for end in cosine_ends if int(end) < total_steps)
     if ends and ends[0] <= warmup_steps:
-        raise ValueError(f"every cosine end must come after the warmup ({warmup_steps} steps), got {ends[0]}; "
-                         "set optim.cosine_ends to later steps or shorten optim.warmup_steps")
+        raise ValueError(f"every cosine end must come after the warmup ({warmup_steps} steps), got {ends[0]}: "
+                         "move the end later (trainer.cosine_ends in the training app) or shorten the warmup")
     ends.append(total_steps)
 
     def factor(step: int) -> float:

@@ -79,17 +79,19 @@ def test_default_and_demo_experiment_are_the_same_run():
     assert compose_train() == compose_train("+experiment=demo")
 
 
-def test_demo_sync_is_the_release_conditioned_default_with_audio_windows_v2a_and_twice_the_steps():
+def test_demo_sync_is_the_release_conditioned_default_with_audio_windows_v2a_and_4800_steps_on_one_cosine():
     from train.app import model_config
     from train.validation import export_config
 
     default, sync = compose_train(), compose_train("+experiment=demo_sync")
-    assert sync.trainer.max_steps == 2 * default.trainer.max_steps and sync.optim.total_steps == sync.trainer.max_steps
+    assert sync.trainer.max_steps == 4800 and sync.optim.total_steps == sync.trainer.max_steps
+    assert list(sync.optim.cosine_ends) == [] and list(default.optim.cosine_ends) == [2400]  # as each was measured
     assert sync.objective.v2a_probability == 0.25 and export_config(sync).sampler.audio_after_video
     dit = model_config(sync)
     assert dit.audio_attn_layers == tuple(range(dit.num_layers)) and dit.audio_frame_window == 0
     assert not dit.caption_modulation and not dit.video_position_embedding  # as its results were measured
-    by_hand = compose_train("name=demo_sync", "trainer.max_steps=4800", "objective.v2a_probability=0.25",
+    by_hand = compose_train("name=demo_sync", "trainer.max_steps=4800", "trainer.cosine_ends=[]",
+                            "objective.v2a_probability=0.25",
                             "++model.overrides={caption_modulation: false, video_position_embedding: false, "
                             "audio_attn_layers: all, audio_frame_window: 0}")
     assert sync == by_hand  # nothing else differs from the default run
