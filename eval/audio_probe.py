@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from eval.denoise_probe import require_demo_codecs, run_probe
+from eval.denoise_probe import check_probe_arguments, encode_clip, require_demo_codecs, run_probe
 
 DEFAULT_SIGMAS = (0.7, 0.9, 1.0)
 PAIRINGS = ("own", "swapped_shown", "swapped_caption")
@@ -42,22 +42,19 @@ def energy(latent: torch.Tensor) -> np.ndarray:
 def probe(pipeline, clips: int = 16, sigmas=DEFAULT_SIGMAS, seed: int = 0, split: str = "test",
           dataset_seed: int = 0) -> dict:
     """``{"clips", "sigmas": {sigma: {pairing: mean correlation}}}`` over the first ``clips`` (>= 2) of ``split``."""
-    from horse.codecs.demo.video import frames_to_video
     from horse.data.shapes import ShapesConfig, make_clip
     from horse.diffusion.flow import add_noise, x0_from_velocity
     from horse.pipeline.velocity import make_velocity_fn
 
     require_demo_codecs(pipeline, "audio probe")
-    if clips < 2 or not all(0.0 <= s <= 1.0 for s in sigmas):
-        raise ValueError(f"need clips >= 2 (videos are swapped between clips) and every sigma in [0, 1], "
-                         f"got clips={clips}, sigmas={list(sigmas)}")
+    check_probe_arguments(clips, sigmas, min_clips=2, why=" (videos are swapped between clips)")
     config = ShapesConfig()
     data = []
     for index in range(clips):
         frames, wave, truth = make_clip(config, dataset_seed, split, index)
-        layout = pipeline.codecs.layout(frames.shape[0] / config.fps, frames.shape[1], frames.shape[2])
+        video, layout = encode_clip(pipeline, frames, config.fps)
         audio = pipeline.codecs.encode_audio(wave, config.sample_rate, layout)
-        data.append({"video": pipeline.codecs.video.encode(frames_to_video(frames)), "audio": audio,
+        data.append({"video": video, "audio": audio,
                      "envelope": energy(audio), "caption": truth["caption"]})
     generator = torch.Generator().manual_seed(seed)
     scores = {float(s): {p: [] for p in PAIRINGS} for s in sigmas}

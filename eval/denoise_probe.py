@@ -65,6 +65,21 @@ def parse_sigmas(text: str) -> list[float]:
     return [float(s) for s in text.split(",") if s.strip()]
 
 
+def check_probe_arguments(clips: int, sigmas, min_clips: int = 1, why: str = "") -> None:
+    """Refuse fewer than ``min_clips`` clips or a noise level outside [0, 1] (``why``: the reason for the minimum)."""
+    if clips < min_clips or not all(0.0 <= s <= 1.0 for s in sigmas):
+        raise ValueError(f"need clips >= {min_clips}{why} and every sigma in [0, 1], got clips={clips}, "
+                         f"sigmas={list(sigmas)}")
+
+
+def encode_clip(pipeline, frames: np.ndarray, fps: float):
+    """``(video latent [1, C, F, H, W], layout)`` of a clip's ``[F, H, W, 3]`` uint8 frames through the demo codecs."""
+    from horse.codecs.demo.video import frames_to_video
+
+    layout = pipeline.codecs.layout(frames.shape[0] / fps, frames.shape[1], frames.shape[2])
+    return pipeline.codecs.video.encode(frames_to_video(frames)), layout
+
+
 def require_demo_codecs(pipeline, what: str) -> None:
     if pipeline.codecs.family != "demo":
         raise ValueError(f"the {what} builds shapes-AV clips through the demo codecs; this checkpoint uses "
@@ -84,15 +99,13 @@ def probe(pipeline, clips: int = 12, sigmas=DEFAULT_SIGMAS, seed: int = 0, split
     of the default shapes-AV dataset drawn with ``dataset_seed``; ``seed`` draws the noise. ``context="even"``
     keeps the even frames clean and scores the odd frames (``static_px`` too); ``static`` holds every clip's first
     frame (``static_px`` is then 0: the all-noisy run is the reference)."""
-    from horse.codecs.demo.video import frames_to_video
     from horse.data.shapes import ShapesConfig, make_clip
     from horse.diffusion.flow import add_noise, correlate_frames
     from horse.metrics.shapes_av import detect_shape
     from horse.pipeline.velocity import make_velocity_fn
 
     require_demo_codecs(pipeline, "denoise probe")
-    if clips < 1 or not all(0.0 <= s <= 1.0 for s in sigmas):
-        raise ValueError(f"need clips >= 1 and every sigma in [0, 1], got clips={clips}, sigmas={list(sigmas)}")
+    check_probe_arguments(clips, sigmas)
     if context not in CONTEXTS:
         raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
     scored = slice(1, None, 2) if context == "even" else slice(None)  # the frames whose error counts
@@ -104,8 +117,7 @@ def probe(pipeline, clips: int = 12, sigmas=DEFAULT_SIGMAS, seed: int = 0, split
         frames, _, truth = make_clip(config, dataset_seed, split, index)
         if static:
             frames = np.repeat(frames[:1], len(frames), axis=0)
-        x0 = pipeline.codecs.video.encode(frames_to_video(frames))
-        layout = pipeline.codecs.layout(frames.shape[0] / config.fps, frames.shape[1], frames.shape[2])
+        x0, layout = encode_clip(pipeline, frames, config.fps)
         track = detect_shape(frames, config)["centroids"][scored]
         baseline.append(_mean_distance(track, np.nanmean(track, axis=0, keepdims=True)))
         velocity = make_velocity_fn(pipeline.model, pipeline.codecs.encode_text(truth["caption"]))

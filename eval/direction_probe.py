@@ -20,7 +20,7 @@ import re
 import numpy as np
 import torch
 
-from eval.denoise_probe import require_demo_codecs, run_probe, video_estimate
+from eval.denoise_probe import check_probe_arguments, encode_clip, require_demo_codecs, run_probe, video_estimate
 
 DEFAULT_SIGMAS = (0.8, 0.9, 1.0)
 REFERENCE_PATHS = 256  # simulated paths per caption for the caption-implied separation
@@ -78,14 +78,12 @@ def separation(track: np.ndarray, opposite_track: np.ndarray, unit) -> float:
 def probe(pipeline, clips: int = 16, sigmas=DEFAULT_SIGMAS, seed: int = 0, split: str = "test",
           dataset_seed: int = 0) -> dict:
     """``{"clips", "caption_implied_px", "sigmas": {sigma: separation_px}}`` over the first ``clips`` of ``split``."""
-    from horse.codecs.demo.video import frames_to_video
     from horse.data.shapes import ShapesConfig, make_clip
     from horse.diffusion.flow import add_noise
     from horse.pipeline.velocity import make_velocity_fn
 
     require_demo_codecs(pipeline, "direction probe")
-    if clips < 1 or not all(0.0 <= s <= 1.0 for s in sigmas):
-        raise ValueError(f"need clips >= 1 and every sigma in [0, 1], got clips={clips}, sigmas={list(sigmas)}")
+    check_probe_arguments(clips, sigmas)
     config = ShapesConfig()
     generator, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
     found = {float(s): [] for s in sigmas}
@@ -95,8 +93,7 @@ def probe(pipeline, clips: int = 16, sigmas=DEFAULT_SIGMAS, seed: int = 0, split
         asked, opposite = truth["direction"], opposite_direction(truth["direction"], config.directions)
         unit = np.asarray(config.directions[asked], float)
         implied.append(separation(mean_path(config, truth, asked, rng), mean_path(config, truth, opposite, rng), unit))
-        x0 = pipeline.codecs.video.encode(frames_to_video(frames))
-        layout = pipeline.codecs.layout(frames.shape[0] / config.fps, frames.shape[1], frames.shape[2])
+        x0, layout = encode_clip(pipeline, frames, config.fps)
         velocities = [make_velocity_fn(pipeline.model, pipeline.codecs.encode_text(caption)) for caption in
                       (truth["caption"], swap_direction(truth["caption"], asked, opposite))]
         eps = torch.randn(x0.shape, generator=generator)  # one draw per clip, shared by both captions and every level

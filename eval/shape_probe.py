@@ -19,7 +19,7 @@ import re
 import numpy as np
 import torch
 
-from eval.denoise_probe import require_demo_codecs, run_probe, video_estimate
+from eval.denoise_probe import check_probe_arguments, encode_clip, require_demo_codecs, run_probe, video_estimate
 
 DEFAULT_SIGMAS = (0.2, 0.4, 0.6, 0.8)
 
@@ -48,25 +48,22 @@ def probe(pipeline, clips: int = 12, sigmas=DEFAULT_SIGMAS, seed: int = 0, split
     {clip's shape: {...}}}}``: mean outline numbers of the estimates under each asked shape word, and under each
     clip's own caption grouped by its real shape (does the estimate keep the outline the input shows?), over the
     first ``clips`` of ``split``."""
-    from horse.codecs.demo.video import frames_to_video
     from horse.data.shapes import ShapesConfig, make_clip
     from horse.diffusion.flow import add_noise
     from horse.pipeline.velocity import make_velocity_fn
 
     require_demo_codecs(pipeline, "shape probe")
-    if clips < 1 or not all(0.0 <= s <= 1.0 for s in sigmas):
-        raise ValueError(f"need clips >= 1 and every sigma in [0, 1], got clips={clips}, sigmas={list(sigmas)}")
+    check_probe_arguments(clips, sigmas)
     config = ShapesConfig()
     shapes = list(config.shapes)
     generator = torch.Generator().manual_seed(seed)
-    found = {float(s): {shape: [] for shape in shapes} for s in sigmas}
-    own = {float(s): {shape: [] for shape in shapes} for s in sigmas}  # by the clip's shape, under its own caption
-    real = {shape: [] for shape in shapes}
+    found = {float(s): {shape: [] for shape in shapes} for s in sigmas}  # [sigma][asked shape]: one per clip
+    real, truths = {shape: [] for shape in shapes}, []
     for index in range(clips):
         frames, _, truth = make_clip(config, dataset_seed, split, index)
+        truths.append(truth["shape"])
         real[truth["shape"]].append(_outline(frames, config))
-        x0 = pipeline.codecs.video.encode(frames_to_video(frames))
-        layout = pipeline.codecs.layout(frames.shape[0] / config.fps, frames.shape[1], frames.shape[2])
+        x0, layout = encode_clip(pipeline, frames, config.fps)
         velocities = {shape: make_velocity_fn(pipeline.model, pipeline.codecs.encode_text(
             swap_shape(truth["caption"], truth["shape"], shape))) for shape in shapes}
         eps = torch.randn(x0.shape, generator=generator)  # one draw per clip, shared by every word and level
@@ -75,7 +72,6 @@ def probe(pipeline, clips: int = 12, sigmas=DEFAULT_SIGMAS, seed: int = 0, split
             noisy = add_noise(x0, eps, sigma)
             for shape, velocity in velocities.items():
                 rows[shape].append(_outline(video_estimate(pipeline, velocity, noisy, audio, sigma), config))
-            own[sigma][truth["shape"]].append(rows[truth["shape"]][-1])
 
     def summary(pairs):
         values = np.asarray(pairs, float).reshape(-1, 2)
@@ -86,7 +82,8 @@ def probe(pipeline, clips: int = 12, sigmas=DEFAULT_SIGMAS, seed: int = 0, split
 
     return {"clips": clips, "real": {shape: summary(rows) for shape, rows in real.items() if rows},
             "sigmas": {s: {shape: summary(rows) for shape, rows in by_shape.items()} for s, by_shape in found.items()},
-            "own": {s: {shape: summary(rows) for shape, rows in by_shape.items() if rows} for s, by_shape in own.items()}}
+            "own": {s: {shape: summary([row for row, truth in zip(by_shape[shape], truths) if truth == shape])
+                        for shape in real if real[shape]} for s, by_shape in found.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:

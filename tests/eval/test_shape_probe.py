@@ -39,4 +39,5 @@ def test_bad_arguments_are_refused_and_the_cli_prints_every_level(tiny_untrained
     monkeypatch.setattr("horse.pipeline.pipeline.Pipeline", lambda path: tiny_untrained)
     assert main(["unused", "--clips", "1", "--sigmas", "0.0,0.5"]) == 0
     out = capsys.readouterr().out
-    assert "sigma 0.00:" in out and "sigma 0.50:" in out and "real clips:" in out and "asked square" in out and "own caption" in out
+    assert "sigma 0.00:" in out and "sigma 0.50:" in out and "real clips:" in out
+    assert "asked square" in out and "own caption" in out
